@@ -1,0 +1,519 @@
+"""Time and peak memory of one trajectory-matching iteration: 'unroll' vs 'adjoint' gradients.
+
+One MTT iteration = plan the minibatches and DSA draws, unroll `syn_steps` SGD steps of a
+ConvNet-3 student on the synthetic images, take the normalised parameter loss
+||w_N - theta_target||^2 / ||theta_target - theta_start||^2 against a random target, and get its
+gradient w.r.t. the images and the step size (`meddistill.matching.student.student_gradients`).
+'unroll' keeps the autograd graph of all steps; 'adjoint' recomputes one step at a time.
+
+Every configuration (mode, syn_steps, batch_syn) runs in a FRESH subprocess of this script, so
+peak memory is not polluted by earlier configurations. Peak memory is the increase above the
+state right before the first iteration (model, images and targets already built):
+CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats; CPU: the peak resident set
+size (VmHWM, reset through /proc/self/clear_refs; getrusage ru_maxrss where that is missing).
+Both modes of a pair see the same seeds, so their gradients of the first iteration are compared.
+
+Usage: python benchmarks/matching.py [--device cpu] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import (
+    add_common_options,
+    environment,
+    int_list,
+    markdown_table,
+    now,
+    setup,
+    sync,
+    write_json,
+)
+from safetensors.torch import load_file, save_file
+
+from meddistill.augment import DSA
+from meddistill.matching.losses import normalized_param_loss
+from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
+from meddistill.models import ModelSpec, build_model, count_params, flatten_params
+from meddistill.utils import derive_seed, make_generator
+
+MODES = ("unroll", "adjoint")
+MEMORY_TARGET = 1 / 5  # adjoint peak <= 1/5 of unroll at the target number of steps
+TIME_TARGET = 1.5  # adjoint time <= 1.5 x unroll
+OOM_PHRASES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_options(p)
+    p.add_argument("--width", type=int, default=128, help="ConvNet-3 width")
+    p.add_argument("--steps", type=int_list, default=[20, 40, 80], help="syn_steps values")
+    p.add_argument("--batches", type=int_list, default=[10, 100], help="batch_syn values")
+    p.add_argument("--modes", default="unroll,adjoint", help="gradient modes to measure")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--ipc", type=int, default=10, help="synthetic images per class")
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--syn-lr", type=float, default=0.01, help="student step size alpha")
+    p.add_argument("--no-dsa", action="store_true", help="unroll without DSA")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations (median reported)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--target-steps", type=int, default=80, help="syn_steps at which the memory target applies"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=0, help="seconds per configuration (0: no limit)"
+    )
+    p.add_argument(
+        "--max-mem-mb",
+        type=float,
+        default=None,
+        help="CPU only: address-space budget per worker above its start (default: 75%% of the "
+        "memory available now), so a too-large configuration fails alone instead of pushing "
+        "the machine out of memory",
+    )
+    # Internal: one configuration in this process (used by the parent through subprocesses).
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result-out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--grad-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.width, args.steps, args.batches, args.warmup, args.iters = 8, [2, 4], [10], 1, 2
+        args.ipc, args.target_steps = 2, 4
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in args.modes if m not in MODES]
+    if bad:
+        p.error(f"--modes: unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker: one configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return _proc_status_kb("VmHWM") is not None
+
+
+def _limit_address_space(budget_mb: float) -> None:
+    """Cap this worker's address space at its current size + budget (allocations then fail)."""
+    size_kb = _proc_status_kb("VmSize")
+    if size_kb is None or budget_mb <= 0:
+        return
+    limit = int(size_kb * 1024 + budget_mb * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+class MemoryProbe:
+    """Peak memory above the moment `start` was called, in MB."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.method = ""
+
+    def start(self) -> None:
+        gc.collect()
+        sync(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda max_memory_allocated"
+        elif _reset_peak_rss():
+            self.base = _proc_status_kb("VmRSS") * 1024
+            self.method = "VmHWM after clear_refs"
+        else:
+            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.method = "ru_maxrss"
+
+    def peak_mb(self) -> float:
+        sync(self.device)
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+        elif self.method.startswith("VmHWM"):
+            peak = _proc_status_kb("VmHWM") * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return max(0, peak - self.base) / 2**20
+
+
+def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Measure one (mode, steps, batch) in this process; optionally save the first gradient."""
+    mode, steps_text, batch_text = args.one.split(",")
+    steps, batch = int(steps_text), int(batch_text)
+    model = build_model(
+        ModelSpec(depth=3, width=args.width),
+        in_channels=args.channels,
+        num_classes=args.classes,
+        image_size=args.image_size,
+        seed=args.seed,
+        device=device,
+    )
+    dsa = None if args.no_dsa else DSA(spatial_dims=2)
+    problem = StudentProblem(model, dsa)
+    gen = make_generator(derive_seed(args.seed, "data"))
+    num = args.classes * args.ipc
+    shape = (num, args.channels, args.image_size, args.image_size)
+    images = torch.randn(shape, generator=gen).to(device)
+    labels = torch.arange(args.classes).repeat_interleave(args.ipc).to(device)
+    theta_start = flatten_params(model).to(device)
+    # A target the size of a few expert epochs away: 1% of the parameters' RMS per element.
+    scale = 0.01 * float(theta_start.pow(2).mean().sqrt())
+    theta_target = theta_start + scale * torch.randn(theta_start.shape, generator=gen).to(device)
+    syn_lr = torch.tensor(args.syn_lr, device=device)
+
+    def select(states: list[torch.Tensor]) -> list[int]:
+        return [len(states) - 1]
+
+    def loss_of(states: dict[int, torch.Tensor]) -> torch.Tensor:
+        (w_end,) = states.values()
+        return normalized_param_loss(w_end, theta_start, theta_target)
+
+    def iteration(i: int) -> tuple[torch.Tensor, Any]:
+        plan_gen = make_generator(derive_seed(args.seed, "plans", i))
+        plans = plan_steps(num, steps, batch, plan_gen, dsa, device)
+        loss, grads, _ = student_gradients(
+            problem, theta_start, images, labels, syn_lr, plans, select, loss_of, mode=mode
+        )
+        return loss, grads
+
+    # Prime one-time lazy state (thread pools, kernels, allocator arenas) with a tiny iteration,
+    # so the peak below is the iteration's own memory and not a fixed start-up offset.
+    prime = plan_steps(num, 1, min(batch, 2), make_generator(1), dsa, device)
+    student_gradients(
+        problem, theta_start, images, labels, syn_lr, prime, select, loss_of, mode=mode
+    )
+    if device.type == "cpu" and args.max_mem_mb:
+        _limit_address_space(args.max_mem_mb)
+    probe = MemoryProbe(device)
+    probe.start()
+    times = []
+    first_loss = None
+    for i in range(args.warmup + args.iters):
+        t0 = now(device)
+        loss, grads = iteration(i)
+        elapsed = now(device) - t0
+        if i >= args.warmup:
+            times.append(elapsed)
+        if i == 0:  # same seeds in both modes: this is the gradient the parent compares
+            first_loss = float(loss)
+            if args.grad_out is not None:
+                save_file(
+                    {
+                        "images": grads.images.detach().cpu().contiguous(),
+                        "syn_lr": grads.syn_lr.detach().reshape(1).cpu(),
+                        "loss": loss.detach().reshape(1).cpu(),
+                    },
+                    str(args.grad_out),
+                )
+        del loss, grads
+    peak = probe.peak_mb()
+    return {
+        "mode": mode,
+        "steps": steps,
+        "batch": batch,
+        "status": "ok",
+        "s_per_iter": statistics.median(times),
+        "times": times,
+        "peak_mb": peak,
+        "memory_method": probe.method,
+        "params": count_params(model),
+        "loss": first_loss,
+    }
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    device = setup(args.device, args.threads)
+    try:
+        result = run_one(args, device)
+    except (MemoryError, OSError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lowered = text.lower()
+        is_oom = isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError) or any(
+            phrase in lowered for phrase in OOM_PHRASES
+        )
+        is_oom = is_oom or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+        if not is_oom:
+            raise
+        mode, steps, batch = args.one.split(",")
+        result = {
+            "mode": mode,
+            "steps": int(steps),
+            "batch": int(batch),
+            "status": "out of memory"
+            + (
+                f" (budget {args.max_mem_mb:.0f} MB)"
+                if device.type == "cpu" and args.max_mem_mb
+                else ""
+            ),
+            "detail": text[:200],
+        }
+    if args.result_out is not None:
+        args.result_out.write_text(json.dumps(result))
+    else:
+        print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: spawn the workers, compare, print
+# ---------------------------------------------------------------------------------------------
+
+
+def _available_mb() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _worker_command(
+    args: argparse.Namespace, device: torch.device, mode: str, steps: int, batch: int, tmp: Path
+) -> tuple[list[str], Path, Path]:
+    tag = f"{mode}_{steps}_{batch}"
+    result_path, grad_path = tmp / f"{tag}.json", tmp / f"{tag}.safetensors"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", f"{mode},{steps},{batch}"]
+    cmd += ["--device", str(device), "--threads", str(args.threads)]
+    cmd += ["--width", str(args.width), "--classes", str(args.classes), "--ipc", str(args.ipc)]
+    cmd += ["--image-size", str(args.image_size), "--channels", str(args.channels)]
+    cmd += ["--syn-lr", repr(args.syn_lr), "--seed", str(args.seed)]
+    cmd += ["--warmup", str(args.warmup), "--iters", str(args.iters)]
+    cmd += ["--result-out", str(result_path), "--grad-out", str(grad_path)]
+    if args.no_dsa:
+        cmd.append("--no-dsa")
+    if args.max_mem_mb:
+        cmd += ["--max-mem-mb", repr(args.max_mem_mb)]
+    return cmd, result_path, grad_path
+
+
+def run_worker(
+    args: argparse.Namespace, device: torch.device, mode: str, steps: int, batch: int, tmp: Path
+) -> tuple[dict[str, Any], Path]:
+    cmd, result_path, grad_path = _worker_command(args, device, mode, steps, batch, tmp)
+    env = dict(os.environ)
+    if args.threads > 0:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    failed = {"mode": mode, "steps": steps, "batch": batch}
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout if args.timeout > 0 else None,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {**failed, "status": f"timeout ({args.timeout:g} s)"}, grad_path
+    if proc.returncode != 0 or not result_path.exists():
+        lines = (proc.stderr or "").strip().splitlines()
+        return {
+            **failed,
+            "status": f"failed (exit {proc.returncode})",
+            "detail": lines[-1][:200] if lines else "",
+        }, grad_path
+    return json.loads(result_path.read_text()), grad_path
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| (b = the unroll reference)."""
+    a, b = a.double(), b.double()
+    denom = float(b.norm())
+    return float((a - b).norm()) / denom if denom > 0 else float((a - b).norm())
+
+
+def compare(
+    results: list[dict[str, Any]], grad_files: dict[tuple, Path], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Per (steps, batch): adjoint/unroll ratios, targets, gradient agreement."""
+    pairs = []
+    for steps in args.steps:
+        for batch in args.batches:
+            by_mode = {r["mode"]: r for r in results if r["steps"] == steps and r["batch"] == batch}
+            u, a = by_mode.get("unroll"), by_mode.get("adjoint")
+            if not (u and a and u["status"] == "ok" and a["status"] == "ok"):
+                continue
+            mem_ratio = a["peak_mb"] / u["peak_mb"] if u["peak_mb"] > 0 else float("nan")
+            time_ratio = a["s_per_iter"] / u["s_per_iter"]
+            entry = {
+                "steps": steps,
+                "batch": batch,
+                "memory_ratio": mem_ratio,
+                "time_ratio": time_ratio,
+                "memory_target_met": (mem_ratio <= MEMORY_TARGET)
+                if steps == args.target_steps
+                else None,
+                "time_target_met": time_ratio <= TIME_TARGET,
+            }
+            gu, ga = (
+                grad_files.get(("unroll", steps, batch)),
+                grad_files.get(("adjoint", steps, batch)),
+            )
+            if gu is not None and ga is not None and gu.exists() and ga.exists():
+                tu, ta = load_file(str(gu)), load_file(str(ga))
+                entry["grad_rel_err_images"] = relative_error(ta["images"], tu["images"])
+                entry["grad_rel_err_syn_lr"] = relative_error(ta["syn_lr"], tu["syn_lr"])
+                entry["loss_rel_err"] = relative_error(ta["loss"], tu["loss"])
+            pairs.append(entry)
+    return pairs
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "NO")
+
+
+def print_report(
+    results: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    env: dict[str, Any],
+) -> None:
+    params = next((r["params"] for r in results if r.get("params")), None)
+    method = next((r["memory_method"] for r in results if r.get("memory_method")), "")
+    dsa = "no DSA" if args.no_dsa else "DSA per step"
+    print(
+        f"\nOne MTT iteration, ConvNet-3 width {args.width}"
+        + (f" ({params:,} parameters)" if params else "")
+        + f", {args.classes * args.ipc} synthetic {args.channels}x{args.image_size}x"
+        f"{args.image_size} images ({args.ipc} per class), {dsa}; median of {args.iters} "
+        f"iterations after {args.warmup} warm-up; peak memory above the state before the first "
+        f"iteration" + (f" ({method})" if method else "") + ":\n"
+    )
+    rows = []
+    for r in results:
+        ok = r["status"] == "ok"
+        rows.append(
+            [
+                r["mode"],
+                r["steps"],
+                r["batch"],
+                f"{r['s_per_iter']:.3f}" if ok else r["status"],
+                f"{r['peak_mb']:.0f}" if ok else "-",
+            ]
+        )
+    print(markdown_table(["mode", "syn_steps", "batch_syn", "s / iteration", "peak MB"], rows))
+    if not pairs:
+        print("\nNo (steps, batch) pair has both modes measured: no comparison.")
+        return
+    print(
+        f"\nadjoint / unroll (targets: memory <= {MEMORY_TARGET:.2f} at {args.target_steps} "
+        f"steps, time <= {TIME_TARGET:g}); gradient agreement on the first iteration "
+        "(||g_adjoint - g_unroll|| / ||g_unroll||):\n"
+    )
+    rows = [
+        [
+            p["steps"],
+            p["batch"],
+            f"{p['memory_ratio']:.3f}",
+            _yes_no(p["memory_target_met"]),
+            f"{p['time_ratio']:.2f}",
+            _yes_no(p["time_target_met"]),
+            f"{p['grad_rel_err_images']:.1e}" if "grad_rel_err_images" in p else "-",
+            f"{p['grad_rel_err_syn_lr']:.1e}" if "grad_rel_err_syn_lr" in p else "-",
+        ]
+        for p in pairs
+    ]
+    headers = ["syn_steps", "batch_syn", "memory ratio", "memory target", "time ratio"]
+    headers += ["time target", "grad rel. err (images)", "grad rel. err (alpha)"]
+    print(markdown_table(headers, rows))
+    mem = [p["memory_target_met"] for p in pairs if p["memory_target_met"] is not None]
+    times = [p["time_target_met"] for p in pairs]
+    print(
+        f"\nMemory target at {args.target_steps} steps: "
+        + ("not measured" if not mem else ("met" if all(mem) else "NOT met"))
+        + f"; time target: {'met' if all(times) else 'NOT met'} "
+        f"({sum(times)}/{len(times)} pairs)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.one is not None:
+        return worker_main(args)
+    device = setup(args.device, args.threads)
+    if device.type == "cpu" and args.max_mem_mb is None:
+        available = _available_mb()
+        args.max_mem_mb = round(0.75 * available) if available else 0
+    env = environment(device)
+    print(f"# Matching iteration: unroll vs adjoint ({env['device_name']}, torch {env['torch']})")
+    results: list[dict[str, Any]] = []
+    grad_files: dict[tuple, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="meddistill-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        for steps in args.steps:
+            for batch in args.batches:
+                for mode in args.modes:
+                    print(f"  {mode:7s} steps {steps:3d} batch {batch:3d}: ", end="", flush=True)
+                    result, grad_path = run_worker(args, device, mode, steps, batch, tmp)
+                    results.append(result)
+                    grad_files[(mode, steps, batch)] = grad_path
+                    shown = (
+                        f"{result['s_per_iter']:.3f} s/iter, {result['peak_mb']:.0f} MB"
+                        if result["status"] == "ok"
+                        else f"{result['status']} {result.get('detail', '')}"
+                    )
+                    print(shown, flush=True)
+        pairs = compare(results, grad_files, args)
+    print_report(results, pairs, args, env)
+    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
+    print(f"Command: {env['command']}")
+    if args.quick:
+        print("(--quick: smoke-run settings; do not report these numbers)")
+    settings = {k: v for k, v in vars(args).items() if k not in ("one", "result_out", "grad_out")}
+    settings["json"] = str(settings["json"]) if settings["json"] else None
+    write_json(
+        args.json,
+        {
+            "benchmark": "matching",
+            "environment": env,
+            "settings": settings,
+            "targets": {
+                "memory_ratio_max": MEMORY_TARGET,
+                "memory_target_steps": args.target_steps,
+                "time_ratio_max": TIME_TARGET,
+            },
+            "configurations": results,
+            "comparisons": pairs,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""The `meddistill` command: parse, resolve the config, call the library, print one line on error.
+
+Config precedence, lowest to highest: built-in defaults < each --config FILE in order <
+flags (--dataset, --seed, ...) < `key=value` overrides (dotted keys, values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from meddistill import __version__
+from meddistill.config import apply_overrides, load_yaml, merge
+from meddistill.errors import MeddistillError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file (repeatable; later files win)",
+    )
+    parser.add_argument(
+        "--data-root",
+        help="folder holding the dataset files (default: $MEDDISTILL_DATA, else ~/.medmnist)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing MedMNIST file from its official URL (md5 checked)",
+    )
+    parser.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
+    parser.add_argument("--seed", type=int, help="seed of every random draw of the run")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default ./runs)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: all cores; "
+        "use 1 per process when running several at once)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. eval.num_nets=3 model.width=64",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meddistill",
+        description="Distil medical image datasets into a few synthetic images per class.",
+    )
+    parser.add_argument("--version", action="version", version=f"meddistill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print a dataset's splits, classes and shapes")
+    info.add_argument(
+        "dataset",
+        help="a MedMNIST name (bloodmnist, ...), busi, covid19-cxr, ham10000 or folder:PATH",
+    )
+    info.add_argument("--data-root")
+    info.add_argument("--size", type=int, help="MedMNIST size: 28, 64, 128 or 224")
+    info.add_argument("--download", action="store_true")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    buf = sub.add_parser("buffer", help="train expert networks and record their trajectories")
+    buf.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    buf.add_argument("--out", help="buffer folder (default runs/buffers/<dataset>-<hash>)")
+    buf.add_argument("--experts", type=int, help="number of experts")
+    buf.add_argument("--epochs", type=int, help="epochs per expert")
+    _common(buf)
+
+    base = sub.add_parser("baseline", help="evaluate full data and random real subsets")
+    base.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    base.add_argument("--ipc", type=int, nargs="+", help="images per class of the random subsets")
+    base.add_argument("--no-full", action="store_true", help="skip the full-data row")
+    _common(base)
+
+    dis = sub.add_parser("distill", help="distil a dataset into a few synthetic images per class")
+    dis.add_argument("--method", help="hoptm, ptm, mtt, ftd, datm, tesla or att (default hoptm)")
+    dis.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    dis.add_argument("--ipc", type=int, help="synthetic images per class")
+    dis.add_argument("--iterations", type=int, help="distillation iterations")
+    dis.add_argument(
+        "--buffer", help="an existing expert buffer folder (default: make or reuse one)"
+    )
+    dis.add_argument(
+        "--out", help="run folder (default runs/distill/<dataset>-<method>-ipc<k>-<hash>)"
+    )
+    _common(dis)
+
+    exp = sub.add_parser("export", help="write a synthetic set as a MedMNIST-style npz (uint8)")
+    exp.add_argument("synthetic", help="synthetic set folder (holds synthetic.safetensors)")
+    exp.add_argument("--format", default="npz", choices=["npz"], help="output format")
+    exp.add_argument("--out", required=True, help="output file, e.g. distilled.npz")
+
+    ev = sub.add_parser("evaluate", help="train fresh networks on a set of images and test them")
+    ev.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    ev.add_argument("--synthetic", help="a synthetic set folder or .safetensors file")
+    ev.add_argument("--ipc", type=int, help="evaluate a random real subset of this IPC instead")
+    ev.add_argument(
+        "--models", nargs="+", help="architectures (convnet lenet alexnet vgg11 resnet18)"
+    )
+    _common(ev)
+    return parser
+
+
+def _resolve_dict(args: argparse.Namespace, flags: dict[str, Any]) -> dict[str, Any]:
+    """defaults < --config files < flags < key=value overrides, as one dict."""
+    data: dict[str, Any] = {}
+    for path in args.config:
+        data = merge(data, load_yaml(path))
+    data = merge(data, flags)
+    return apply_overrides(data, list(args.overrides))
+
+
+def _dataset_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    if getattr(args, "dataset", None):
+        flags["name"] = args.dataset
+    if getattr(args, "data_root", None):
+        flags["root"] = args.data_root
+    if getattr(args, "download", False):
+        flags["download"] = True
+    return flags
+
+
+def _job_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    ds = _dataset_flags(args)
+    if ds:
+        flags["dataset"] = ds
+    if args.device:
+        flags["device"] = args.device
+    return flags
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from meddistill.data.registry import describe_known, load_dataset
+
+    try:
+        dataset = load_dataset(
+            args.dataset, root=args.data_root, size=args.size, download=args.download
+        )
+        facts = dataset.describe()
+    except MeddistillError as exc:
+        known = _describe_or_none(describe_known, args.dataset)
+        if known is None:
+            raise
+        facts = {**known, "note": f"file not loaded: {exc}"}
+    if args.json:
+        print(json.dumps(facts, indent=2, default=str))
+    else:
+        print(_format_info(facts))
+    return 0
+
+
+def _describe_or_none(fn: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return fn(name)
+    except MeddistillError:
+        return None
+
+
+def _format_info(facts: dict[str, Any]) -> str:
+    lines = [f"{facts.get('name')}  ({facts.get('task', '?')})"]
+    if "image_shape" in facts:
+        lines.append(f"  image shape : {tuple(facts['image_shape'])}")
+    if "source_id" in facts:
+        lines.append(f"  source id   : {facts['source_id']}")
+    splits = facts.get("splits") or facts.get("n_samples") or {}
+    lines.append("  splits      : " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+    names = facts.get("class_names") or []
+    counts = facts.get("class_counts", {})
+    lines.append(f"  classes     : {len(names)}")
+    for i, name in enumerate(names):
+        per_split = "  ".join(f"{k} {v[i]:>6}" for k, v in counts.items())
+        short = name if len(name) <= 40 else name[:37] + "..."
+        lines.append(f"    {i:>2} {short:<40} {per_split}")
+    if "normalization" in facts:
+        norm = facts["normalization"]
+        lines.append(
+            "  mean / std  : "
+            + " ".join(f"{m:.4f}" for m in norm["mean"])
+            + " / "
+            + " ".join(f"{s:.4f}" for s in norm["std"])
+        )
+    if "note" in facts:
+        lines.append(f"  note        : {facts['note']}")
+    return "\n".join(lines)
+
+
+def cmd_buffer(args: argparse.Namespace) -> int:
+    from meddistill.jobs import BufferJob, resolve, run_buffer
+
+    flags = _job_flags(args)
+    buffer: dict[str, Any] = {}
+    if args.experts is not None:
+        buffer["num_experts"] = args.experts
+    if args.epochs is not None:
+        buffer["epochs"] = args.epochs
+    if args.seed is not None:
+        buffer["seed"] = args.seed
+    if buffer:
+        flags["buffer"] = buffer
+    if args.out:
+        flags["out"] = args.out
+    job = resolve(BufferJob, _resolve_dict(args, flags))
+    summary = run_buffer(job, args.runs_dir, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from meddistill.jobs import BaselineJob, resolve, run_baseline
+
+    flags = _job_flags(args)
+    if args.ipc:
+        flags["ipcs"] = list(args.ipc)
+    if args.no_full:
+        flags["full"] = False
+    if args.seed is not None:
+        flags["seed"] = args.seed
+    job = resolve(BaselineJob, _resolve_dict(args, flags))
+    results = run_baseline(job, args.runs_dir, progress=not args.no_progress)
+    print(_format_rows(results["rows"]))
+    print(f"results: {results['run_dir']}/results.json")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from meddistill.jobs import EvaluateJob, resolve, run_evaluate
+
+    flags = _job_flags(args)
+    if args.synthetic:
+        flags["synthetic"] = args.synthetic
+    if args.ipc is not None:
+        flags["ipc"] = args.ipc
+    if args.models:
+        flags.setdefault("eval", {})["models"] = list(args.models)
+    if args.seed is not None:
+        flags["seed"] = args.seed
+    job = resolve(EvaluateJob, _resolve_dict(args, flags))
+    results = run_evaluate(job, args.runs_dir, progress=not args.no_progress)
+    print(_format_rows(results["rows"]))
+    print(f"results: {results['run_dir']}/results.json")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from meddistill.jobs import DistillJob, resolve, run_distill
+
+    flags = _job_flags(args)
+    match: dict[str, Any] = {}
+    if args.method:
+        flags["method"] = args.method
+    if args.ipc is not None:
+        match["ipc"] = args.ipc
+    if args.iterations is not None:
+        match["iterations"] = args.iterations
+    if args.seed is not None:
+        match["seed"] = args.seed
+    if match:
+        flags["match"] = match
+    if args.buffer:
+        flags["buffer"] = args.buffer
+    if args.out:
+        flags["out"] = args.out
+    job = resolve(DistillJob, _resolve_dict(args, flags))
+    results = run_distill(job, args.runs_dir, progress=not args.no_progress)
+    if results["rows"]:
+        print(_format_rows(results["rows"]))
+    print(f"synthetic set: {results['synthetic']}  (learned step size {results['syn_lr']:.4g})")
+    print(f"results: {results['run_dir']}/results.json")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from meddistill.jobs import run_export
+
+    print(f"wrote {run_export(args.synthetic, args.out)}")
+    return 0
+
+
+def _format_rows(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'set':<10} {'ipc':>5} {'arch':<10} {'acc (%)':>15} {'auc':>15} {'wall s':>8}"]
+    for row in rows:
+        for arch, st in row["archs"].items():
+            ipc = "-" if row.get("ipc") is None else str(row["ipc"])
+            acc = f"{100 * st['acc_mean']:.2f} ± {100 * st['acc_std']:.2f}"
+            auc = f"{st['auc_mean']:.3f} ± {st['auc_std']:.3f}"
+            lines.append(
+                f"{row['set']:<10} {ipc:>5} {arch:<10} {acc:>15} {auc:>15} "
+                f"{row.get('wall_s', 0):>8}"
+            )
+    return "\n".join(lines)
+
+
+COMMANDS = {
+    "info": cmd_info,
+    "buffer": cmd_buffer,
+    "baseline": cmd_baseline,
+    "evaluate": cmd_evaluate,
+    "distill": cmd_distill,
+    "export": cmd_export,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    # argparse stops filling a nargs="*" positional at the first flag, so in
+    # `distill a=1 --ipc 2 b=3` the `b=3` comes back unparsed: put it back with the overrides
+    # (in order, so later ones still win) and refuse anything else.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [a for a in extra if a.startswith("-") or "=" not in a]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        return COMMANDS[args.command](args)
+    except MeddistillError as exc:
+        print(f"meddistill {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"meddistill {args.command}: interrupted; finished work is kept and a re-run "
+            "of the same command resumes",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

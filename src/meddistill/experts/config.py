@@ -1,0 +1,65 @@
+"""What a buffer of expert trajectories is made of: how many experts, how long, which network."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from meddistill.errors import ConfigError
+from meddistill.models import ModelSpec
+from meddistill.training.config import TrainConfig
+
+
+def expert_train_config(epochs: int = 50) -> TrainConfig:
+    """MTT experts: plain SGD lr 0.01, no momentum, no weight decay, batch 256, DSA, constant lr."""
+    return TrainConfig(
+        epochs=epochs,
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=256,
+        lr_schedule="none",
+        dsa=True,
+    )
+
+
+def flat_expert_train_config(epochs: int = 100) -> TrainConfig:
+    """FTD / DATM / HoP-TM "flat" experts: the MTT settings under GSAM (rho 0.01, alpha 0.3)."""
+    return dataclasses.replace(
+        expert_train_config(epochs),
+        optimizer="gsam",
+        gsam_rho=0.01,
+        gsam_alpha=0.3,
+        gsam_adaptive=True,
+    )
+
+
+@dataclass
+class BufferConfig:
+    """Settings of `generate_buffer`; the defaults are the MTT buffer (100 experts x 50 epochs).
+
+    `epochs` is the length of every trajectory (E + 1 snapshots, epoch 0 = initialisation) and
+    decides `train.epochs`, which is overwritten with it so the two can never disagree (set
+    `epochs`, not `train.epochs`).
+    `dtype` float16 halves the disk size; snapshots are read back as float32.
+    """
+
+    num_experts: int = 100
+    epochs: int = 50
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=expert_train_config)
+    dtype: Literal["float32", "float16"] = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.num_experts) != self.num_experts or self.num_experts < 1:
+            raise ConfigError(
+                f"buffer.num_experts must be a positive integer, got {self.num_experts!r}"
+            )
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ConfigError(f"buffer.epochs must be a positive integer, got {self.epochs!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ConfigError(f"buffer.dtype={self.dtype!r} is not one of 'float32', 'float16'")
+        if self.train.epochs != self.epochs:
+            self.train = dataclasses.replace(self.train, epochs=int(self.epochs))

@@ -1,0 +1,202 @@
+"""Train the experts of a buffer, one after the other, resumably.
+
+Expert i is fully determined by derive_seed(cfg.seed, "expert", i): its initialisation, its
+batch order and its DSA draws all come from that seed, so a resumed run produces the same files
+as an uninterrupted one, and the same seed gives bit-identical trajectories on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from meddistill import __version__
+from meddistill.config import to_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.errors import ExpertBufferError
+from meddistill.experts.config import BufferConfig
+from meddistill.experts.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    META_FILE,
+    TrajectoryStore,
+    read_meta,
+    write_expert,
+)
+from meddistill.models import ParamLayout, build_model, flatten_params
+from meddistill.training.loop import train_network
+from meddistill.training.metrics import evaluate_model
+from meddistill.utils import derive_seed, make_generator, stable_hash, write_json_atomic
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def buffer_identity(dataset: MedicalDataset, cfg: BufferConfig) -> dict[str, Any]:
+    """Everything that decides the contents of an expert file; its hash is the buffer_id.
+
+    The number of experts is not part of it (expert i does not depend on how many there are,
+    so a buffer can be extended), nor is the package version (recorded, not compared).
+    """
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": {
+            "name": dataset.name,
+            "source_id": dataset.source_id,
+            "normalization": dataset.normalization.to_dict(),
+            "image_shape": list(dataset.image_shape),
+            "num_classes": dataset.num_classes,
+        },
+        "model": to_dict(cfg.model),
+        "train": to_dict(cfg.train),
+        "epochs": int(cfg.epochs),
+        "dtype": cfg.dtype,
+        "seed": int(cfg.seed),
+    }
+
+
+def _build(
+    dataset: MedicalDataset, cfg: BufferConfig, seed: int, device: torch.device
+) -> nn.Module:
+    return build_model(
+        cfg.model,
+        in_channels=dataset.channels,
+        num_classes=dataset.num_classes,
+        image_size=dataset.image_size,
+        spatial_dims=dataset.spatial_dims,
+        seed=seed,
+        device=device,
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return out
+
+
+def _prepare_folder(out: Path, dataset: MedicalDataset, cfg: BufferConfig) -> None:
+    identity = buffer_identity(dataset, cfg)
+    buffer_id = stable_hash(identity)
+    meta_path = out / META_FILE
+    if out.exists() and not out.is_dir():
+        raise ExpertBufferError(f"{out} is a file, not a folder; choose a folder for the buffer")
+    if meta_path.exists():
+        meta = read_meta(out)
+        if meta.get("buffer_id") != buffer_id:
+            old = {k: meta.get(k) for k in identity}
+            diff = "; ".join(_differences(old, identity)) or "buffer_id differs"
+            raise ExpertBufferError(
+                f"{out} already holds a buffer made with other settings ({diff}); choose another "
+                f"folder or delete {out} to start over"
+            )
+        if meta.get("num_experts", 0) < cfg.num_experts:
+            meta["num_experts"] = int(cfg.num_experts)
+            write_json_atomic(meta_path, meta)
+        return
+    if out.exists() and any(out.glob("expert_*.safetensors")):
+        raise ExpertBufferError(
+            f"{out} holds expert files but no {META_FILE}; choose another folder or delete {out}"
+        )
+    probe = _build(dataset, cfg, 0, torch.device("cpu"))
+    layout = ParamLayout.from_model(probe)
+    meta = {
+        **identity,
+        "buffer_id": buffer_id,
+        "num_experts": int(cfg.num_experts),
+        "num_params": layout.total,
+        "param_layout": layout.to_dict(),
+        "optimizer": cfg.train.optimizer,
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(meta_path, meta)
+
+
+def train_expert(
+    dataset: MedicalDataset,
+    cfg: BufferConfig,
+    index: int,
+    *,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[torch.Tensor, dict[str, Any], int]:
+    """Train expert `index`; return (trajectory [E+1, P] in cfg.dtype on CPU, history, seed)."""
+    seed = derive_seed(cfg.seed, "expert", index)
+    dtype = _DTYPES[cfg.dtype]
+    model = _build(dataset, cfg, seed, device)
+    rows = [flatten_params(model).to("cpu", dtype)]
+    init = evaluate_model(model, dataset.test.images, dataset.test.labels)
+
+    def record(epoch: int, net: nn.Module) -> None:
+        rows.append(flatten_params(net).to("cpu", dtype))
+
+    result = train_network(
+        model,
+        dataset.train.images,
+        dataset.train.labels,
+        cfg.train,
+        generator=make_generator(derive_seed(seed, "train")),
+        test_split=dataset.test,
+        eval_every=1,
+        on_epoch=record,
+        progress=f"expert {index}" if progress else False,
+    )
+    history = {
+        "test_acc": [init["acc"]] + [h["test_acc"] for h in result.history],
+        "test_auc": [init["auc"]] + [h["test_auc"] for h in result.history],
+        "train_loss": [None] + [h["loss"] for h in result.history],
+        "train_acc": [None] + [h["acc"] for h in result.history],
+    }
+    return torch.stack(rows), history, seed
+
+
+def generate_buffer(
+    dataset: MedicalDataset,
+    cfg: BufferConfig,
+    out_dir: str | Path,
+    *,
+    device: torch.device | str,
+    progress: bool = True,
+) -> TrajectoryStore:
+    """Train `cfg.num_experts` experts on dataset.train into `out_dir` and return its store.
+
+    Re-running the same command resumes: finished experts are kept, so a killed run loses at
+    most the expert in progress. A folder holding a buffer made with other settings is refused.
+    One writer per folder: do not run two generations into the same folder at once.
+    """
+    out = Path(out_dir)
+    device = torch.device(device)
+    _prepare_folder(out, dataset, cfg)
+    for stale in out.glob(".expert_*.tmp"):  # left behind by a killed run
+        stale.unlink()
+    store = TrajectoryStore(out)
+    todo = [i for i in range(cfg.num_experts) if i not in set(store.expert_ids)]
+    data = dataset.to(device)
+    with tqdm(
+        total=cfg.num_experts,
+        initial=cfg.num_experts - len(todo),
+        desc="experts",
+        disable=not progress,
+        unit="expert",
+    ) as bar:
+        for index in todo:
+            trajectory, history, seed = train_expert(
+                data, cfg, index, device=device, progress=progress
+            )
+            write_expert(
+                out, index, trajectory, buffer_id=store.buffer_id, seed=seed, history=history
+            )
+            bar.update(1)
+            bar.set_postfix(test_acc=f"{100 * history['test_acc'][-1]:.1f}%")
+    return TrajectoryStore(out)

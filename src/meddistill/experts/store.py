@@ -1,0 +1,255 @@
+"""The trajectory buffer on disk, and `TrajectoryStore`, its reader.
+
+A buffer is a folder:
+  buffer.json                    what produced it: dataset (name, source_id, normalisation),
+                                 network spec and parameter layout, optimiser and its settings,
+                                 seed, dtype, P, E, package version, buffer_id
+  expert_000.safetensors, ...    one per finished expert: tensor "trajectory" [E + 1, P]
+                                 (row e = all parameters after epoch e, flattened in
+                                 named_parameters() order) and, in the safetensors header, the
+                                 expert's seed, buffer_id and per-epoch test accuracy
+
+Each expert file is written atomically when the expert finishes, so a file that exists is
+complete. Reading one snapshot uses safetensors' memory map and `get_slice`: only the bytes of
+that row are touched, never the whole buffer (13 GB for 100 ConvNet-3 experts x 101 epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from meddistill.config import to_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.errors import ConfigError, ExpertBufferError
+from meddistill.models import ModelSpec, ParamLayout
+from meddistill.utils import atomic_path
+
+FORMAT = "meddistill-expert-buffer"
+FORMAT_VERSION = 1
+META_FILE = "buffer.json"
+TENSOR = "trajectory"
+_EXPERT_RE = re.compile(r"^expert_(\d{3,})\.safetensors$")
+_REMAKE = "make a new buffer with `meddistill buffer ...`"
+
+
+def expert_filename(index: int) -> str:
+    return f"expert_{index:03d}.safetensors"
+
+
+def write_expert(
+    folder: Path,
+    index: int,
+    trajectory: torch.Tensor,
+    *,
+    buffer_id: str,
+    seed: int,
+    history: dict[str, Any],
+) -> Path:
+    """Write one finished expert atomically: a reader sees the whole file or none."""
+    path = Path(folder) / expert_filename(index)
+    metadata = {
+        "format": FORMAT,
+        "buffer_id": buffer_id,
+        "expert": str(index),
+        "seed": str(seed),
+        "history": json.dumps(history),
+    }
+    with atomic_path(path) as tmp:
+        save_file({TENSOR: trajectory.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
+    return path
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """buffer.json of `folder`, or ExpertBufferError saying what is wrong and what to do."""
+    path = Path(folder) / META_FILE
+    if not Path(folder).is_dir():
+        raise ExpertBufferError(f"no expert buffer at {folder} (folder missing); {_REMAKE}")
+    if not path.is_file():
+        raise ExpertBufferError(
+            f"{path} is missing, so {folder} is not a complete expert buffer; {_REMAKE}"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExpertBufferError(
+            f"{path} cannot be read ({exc.__class__.__name__}); delete the folder and {_REMAKE}"
+        ) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ExpertBufferError(f"{path} is not a meddistill expert-buffer description; {_REMAKE}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ExpertBufferError(
+            f"{path} has buffer format version {meta.get('format_version')}, this meddistill "
+            f"reads version {FORMAT_VERSION}; {_REMAKE}"
+        )
+    return meta
+
+
+class TrajectoryStore:
+    """Read-only access to a buffer folder, one snapshot at a time.
+
+    Experts are addressed by their index (the number in expert_XXX.safetensors); `expert_ids`
+    lists the finished ones (a run that is still going, or was stopped, has fewer than it
+    planned). Sample from `expert_ids`, not from range(num_experts), if a gap is possible.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        self.epochs = int(self.meta["epochs"])
+        self.num_params = int(self.meta["num_params"])
+        self.dtype = str(self.meta["dtype"])
+        self.buffer_id = str(self.meta["buffer_id"])
+        self._files: dict[int, Path] = {}
+        for file in sorted(self.path.iterdir()):
+            match = _EXPERT_RE.match(file.name)
+            if match:
+                self._check_file(file)
+                self._files[int(match.group(1))] = file
+
+    # Structure -------------------------------------------------------------------------
+    @property
+    def expert_ids(self) -> list[int]:
+        return sorted(self._files)
+
+    @property
+    def num_experts(self) -> int:
+        """Number of finished experts."""
+        return len(self._files)
+
+    @property
+    def layout(self) -> ParamLayout:
+        """Where each named parameter sits in a snapshot vector."""
+        return ParamLayout.from_dict(self.meta["param_layout"])
+
+    def _check_file(self, file: Path) -> None:
+        fix = f"delete {file} and rerun `meddistill buffer` with the same settings to remake it"
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                header = fh.metadata() or {}
+                shape = list(fh.get_slice(TENSOR).get_shape())
+                dtype = fh.get_slice(TENSOR).get_dtype()
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise ExpertBufferError(
+                f"expert file {file} is corrupt or unreadable ({exc}); {fix}"
+            ) from exc
+        expected = [self.epochs + 1, self.num_params]
+        want_dtype = {"float32": "F32", "float16": "F16"}[self.dtype]
+        if header.get("buffer_id") != self.buffer_id:
+            raise ExpertBufferError(
+                f"expert file {file} belongs to buffer {header.get('buffer_id')}, not to "
+                f"{self.buffer_id} described by {self.path / META_FILE}; {fix}"
+            )
+        if shape != expected or dtype != want_dtype:
+            raise ExpertBufferError(
+                f"expert file {file} holds a {dtype} trajectory of shape {shape}, expected "
+                f"{want_dtype} {expected}; {fix}"
+            )
+
+    def _file(self, expert: int) -> Path:
+        if expert not in self._files:
+            raise ExpertBufferError(
+                f"expert {expert} is not in the buffer at {self.path} (finished experts: "
+                f"{_ranges(self.expert_ids)}); run `meddistill buffer` again to finish it"
+            )
+        return self._files[expert]
+
+    def _check_epoch(self, epoch: int) -> None:
+        if not 0 <= epoch <= self.epochs:
+            raise ConfigError(
+                f"epoch {epoch} is outside 0..{self.epochs} of the buffer at {self.path}; "
+                "lower max_start / expert_epochs or make a longer buffer"
+            )
+
+    # Reading ---------------------------------------------------------------------------
+    def load(
+        self, expert: int, epoch: int, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Snapshot of `expert` after `epoch` (0 = init) as float32 [P]; reads only that row."""
+        return self.load_many(expert, [epoch], device=device)[0]
+
+    def load_many(
+        self, expert: int, epochs: Sequence[int], device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Snapshots of several epochs of one expert, float32 [len(epochs), P], row by row."""
+        file = self._file(expert)
+        for e in epochs:
+            self._check_epoch(int(e))
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                sl = fh.get_slice(TENSOR)
+                rows = [sl[int(e) : int(e) + 1] for e in epochs]
+        except Exception as exc:
+            raise ExpertBufferError(
+                f"cannot read expert file {file} ({exc}); delete it and rerun `meddistill buffer`"
+            ) from exc
+        out = torch.cat(rows).to(torch.float32) if rows else torch.zeros(0, self.num_params)
+        return out.to(device) if device is not None else out
+
+    def history(self, expert: int) -> dict[str, Any]:
+        """Per-epoch test accuracy / AUC (index e = after epoch e) and train loss of an expert."""
+        file = self._file(expert)
+        with safe_open(str(file), framework="pt") as fh:
+            header = fh.metadata() or {}
+        return json.loads(header.get("history", "{}"))
+
+    def expert_seed(self, expert: int) -> int:
+        with safe_open(str(self._file(expert)), framework="pt") as fh:
+            return int((fh.metadata() or {})["seed"])
+
+    # Compatibility ---------------------------------------------------------------------
+    def check_compatible(self, dataset: MedicalDataset, spec: ModelSpec) -> None:
+        """Refuse a buffer made for another dataset (by source md5) or another network."""
+        made = self.meta["dataset"]
+        if made.get("source_id") != dataset.source_id or made.get("name") != dataset.name:
+            raise ExpertBufferError(
+                f"buffer at {self.path} was made for dataset {made.get('name')} "
+                f"(source {made.get('source_id')}), not {dataset.name} (source "
+                f"{dataset.source_id}); {_REMAKE}"
+            )
+        if list(made.get("image_shape", [])) != list(dataset.image_shape):
+            raise ExpertBufferError(
+                f"buffer at {self.path} was made for images of shape {made.get('image_shape')}, "
+                f"not {list(dataset.image_shape)} of {dataset.name}; {_REMAKE}"
+            )
+        if made.get("normalization") != dataset.normalization.to_dict():
+            raise ExpertBufferError(
+                f"buffer at {self.path} was made with normalisation {made.get('normalization')}, "
+                f"not {dataset.normalization.to_dict()}; {_REMAKE}"
+            )
+        if self.meta["model"] != to_dict(spec):
+            raise ExpertBufferError(
+                f"buffer at {self.path} was made for network {_spec_text(self.meta['model'])}, "
+                f"not {_spec_text(to_dict(spec))}; {_REMAKE}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"TrajectoryStore({str(self.path)!r}, experts={self.num_experts}, "
+            f"epochs={self.epochs}, params={self.num_params}, dtype={self.dtype})"
+        )
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    return "/".join(f"{k}={v}" for k, v in spec.items())
+
+
+def _ranges(ids: list[int]) -> str:
+    if not ids:
+        return "none"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in [*ids[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)

@@ -1,0 +1,152 @@
+"""Real-data baselines every distillation table is read against: the full training set and
+random real subsets of k images per class ("random" in the papers' tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from meddistill.config import to_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.errors import ConfigError
+from meddistill.models import ModelSpec
+from meddistill.training.config import TrainConfig
+from meddistill.training.evaluate import EvalConfig, evaluate_set, mean_std, train_fresh_network
+from meddistill.utils import derive_seed, make_generator
+
+
+def random_subset(
+    dataset: MedicalDataset, ipc: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ipc` distinct real training images per class, drawn with `generator`, class by class.
+
+    Returns (images [C * ipc, ...], int64 labels [C * ipc]) ordered by class.
+    """
+    if int(ipc) != ipc or ipc < 1:
+        raise ConfigError(f"ipc must be a positive integer, got {ipc!r}")
+    counts = dataset.class_counts("train")
+    for c, count in enumerate(counts):
+        if count < ipc:
+            raise ConfigError(
+                f"ipc={ipc} is larger than class '{dataset.class_names[c]}' (index {c}) of dataset "
+                f"'{dataset.name}', which has {count} training images; choose ipc <= {min(counts)}"
+            )
+    chosen = []
+    for idx in dataset.class_indices("train"):
+        perm = torch.randperm(idx.numel(), generator=generator, device=generator.device)
+        chosen.append(idx[perm[:ipc].to(idx.device)])
+    sel = torch.cat(chosen)
+    train = dataset.train
+    return train.images[sel].clone(), train.labels[sel].clone()
+
+
+def full_data(dataset: MedicalDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole training split (images, labels), the upper bound of every table."""
+    return dataset.train.images, dataset.train.labels
+
+
+def full_train_config(epochs: int = 50, lr: float = 0.01) -> TrainConfig:
+    """A sensible full-data run: SGD momentum 0.9, wd 5e-4, batch 256, DSA, x0.1 at half."""
+    return TrainConfig(epochs=epochs, lr=lr)
+
+
+def baseline(
+    dataset: MedicalDataset,
+    *,
+    base_spec: ModelSpec,
+    ipcs: list[int],
+    eval_cfg: EvalConfig,
+    full: TrainConfig | None,
+    seed: int,
+    full_nets: int = 1,
+    num_subsets: int = 1,
+    progress: bool = True,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Evaluate the full training set (`full`, or skipped when None) and random subsets.
+
+    Full data: `full_nets` networks of `base_spec` trained with `full` and tested on the test
+    split. Random subsets: for each ipc, `num_subsets` subsets (seeds from (seed, 'random', ipc,
+    j)), each evaluated with `eval_cfg` (lr 0.01 unless eval_cfg.lr is set, since a real subset
+    has no learned step size). Mean +- population std over all networks of all subsets.
+    """
+    device = torch.device(device) if device is not None else dataset.train.images.device
+    data = dataset.to(device)
+    report: dict[str, Any] = {
+        "dataset": dataset.name,
+        "source_id": dataset.source_id,
+        "model": to_dict(base_spec),
+        "seed": int(seed),
+        "eval": to_dict(eval_cfg),
+        "std": "population (np.std, ddof=0), as the reference scripts",
+    }
+    if full is not None:
+        images, labels = full_data(data)
+        nets = []
+        for k in tqdm(range(full_nets), desc="full data", disable=not progress, unit="net"):
+            net_seed = derive_seed(seed, "full", k)
+            result = train_fresh_network(
+                base_spec,
+                data,
+                images,
+                labels,
+                full,
+                net_seed=net_seed,
+                device=device,
+                test=data.test,
+                progress=f"full data net {k + 1}/{full_nets}" if progress else False,
+            )
+            nets.append(
+                {
+                    "seed": net_seed,
+                    "acc": result.test_acc,
+                    "auc": result.test_auc,
+                    "loss": result.test_loss,
+                    "train_loss": result.train_loss,
+                }
+            )
+        acc_mean, acc_std = mean_std([n["acc"] for n in nets])
+        auc_mean, auc_std = mean_std([n["auc"] for n in nets])
+        report["full"] = {
+            "train": to_dict(full),
+            "nets": nets,
+            "acc_mean": acc_mean,
+            "acc_std": acc_std,
+            "auc_mean": auc_mean,
+            "auc_std": auc_std,
+        }
+    random: dict[str, Any] = {}
+    for ipc in ipcs:
+        subsets = []
+        for j in range(num_subsets):
+            subset_seed = derive_seed(seed, "random", ipc, j)
+            images, labels = random_subset(data, ipc, generator=make_generator(subset_seed))
+            ev = evaluate_set(
+                images,
+                labels,
+                data,
+                eval_cfg,
+                base_spec=base_spec,
+                seed=subset_seed,
+                progress=progress,
+                device=device,
+            )
+            subsets.append({"seed": subset_seed, "report": ev.to_dict()})
+        per_arch = {}
+        for arch in eval_cfg.models:
+            accs = [n["acc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
+            aucs = [n["auc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
+            acc_mean, acc_std = mean_std(accs)
+            auc_mean, auc_std = mean_std(aucs)
+            per_arch[arch] = {
+                "acc_mean": acc_mean,
+                "acc_std": acc_std,
+                "auc_mean": auc_mean,
+                "auc_std": auc_std,
+                "num_nets": len(accs),
+            }
+        random[str(ipc)] = {"subsets": subsets, "archs": per_arch}
+    report["random"] = random
+    return report

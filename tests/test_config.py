@@ -1,0 +1,98 @@
+"""Config plumbing: unknown keys and wrong types are refused, overrides nest and parse."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from meddistill.config import apply_overrides, from_dict, load_yaml, merge, parse_override, to_dict
+from meddistill.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    lr: float = 0.01
+    steps: int = 10
+    mode: str = "sgd"
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    ipcs: list[int] = field(default_factory=lambda: [1])
+    root: str | None = None
+    flag: bool = False
+
+
+def test_from_dict_builds_nested_and_coerces_ints_to_floats():
+    job = from_dict(Outer, {"inner": {"lr": 1, "steps": 3}, "ipcs": [1, 10], "flag": True})
+    assert job.inner.lr == 1.0 and isinstance(job.inner.lr, float)
+    assert job.inner.steps == 3 and job.ipcs == [1, 10] and job.flag is True
+    assert to_dict(job) == {
+        "inner": {"lr": 1.0, "steps": 3, "mode": "sgd"},
+        "ipcs": [1, 10],
+        "root": None,
+        "flag": True,
+    }
+
+
+def test_unknown_key_is_named_with_its_section():
+    with pytest.raises(ConfigError, match=r"inner\.stpes"):
+        from_dict(Outer, {"inner": {"stpes": 3}})
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        ({"inner": {"steps": 2.5}}, "integer"),
+        ({"flag": "yes"}, "true or false"),
+        ({"inner": {"lr": "fast"}}, "number"),
+        ({"inner": 3}, "section"),
+    ],
+)
+def test_wrong_types_are_refused(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        from_dict(Outer, data)
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+    out = apply_overrides({"inner": {"lr": 0.1}}, ["inner.steps=5", "root=/tmp/x", "flag=true"])
+    assert out == {"inner": {"lr": 0.1, "steps": 5}, "root": "/tmp/x", "flag": True}
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="is a value"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_merge_is_deep_and_does_not_mutate():
+    base = {"a": {"b": 1, "c": 2}, "d": [1]}
+    out = merge(base, {"a": {"b": 5}, "d": [2]})
+    assert out == {"a": {"b": 5, "c": 2}, "d": [2]}
+    assert base == {"a": {"b": 1, "c": 2}, "d": [1]}
+
+
+def test_load_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(lst)
+
+
+def test_yaml_include_merges_in_order_relative_to_file(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.yaml").write_text("a: {x: 1, y: 2}\nb: 1\n")
+    (tmp_path / "shared" / "more.yaml").write_text("a: {y: 3}\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("include: [shared/base.yaml, shared/more.yaml]\nb: 5\n")
+    assert load_yaml(top) == {"a": {"x": 1, "y": 3}, "b": 5}
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("include: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_yaml(loop)
