@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from meddistill import __version__
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(base)
 
     dis = sub.add_parser("distill", help="distil a dataset into a few synthetic images per class")
-    dis.add_argument("--method", help="hoptm, ptm, mtt, ftd, datm, tesla or att (default hoptm)")
+    dis.add_argument(
+        "--method",
+        help="hoptm, ptm, mtt, ftd, datm, tesla, att, smdd, seqmatch, "
+        "haba, dc, dsa, dm, idm or cafe (default hoptm)",
+    )
     dis.add_argument("--dataset", help="dataset name (default bloodmnist)")
     dis.add_argument("--ipc", type=int, help="synthetic images per class")
     dis.add_argument("--iterations", type=int, help="distillation iterations")
@@ -95,6 +100,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="run folder (default runs/distill/<dataset>-<method>-ipc<k>-<hash>)"
     )
     _common(dis)
+
+    cor = sub.add_parser("coreset", help="select real images per class: random, herding, kcenter")
+    cor.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    cor.add_argument(
+        "--selection", choices=["random", "herding", "kcenter"], help="default herding"
+    )
+    cor.add_argument("--ipc", type=int, help="images per class")
+    cor.add_argument(
+        "--out", help="run folder (default runs/coreset/<dataset>-<selection>-ipc<k>-<hash>)"
+    )
+    _common(cor)
+
+    bench = sub.add_parser("bench", help="run a grid of datasets x methods x IPCs x seeds")
+    bench.add_argument("grid", help="grid YAML file (see configs/bench/)")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="grid overrides")
+    bench.add_argument("--runs-dir", default="runs", help="runs folder (default ./runs)")
+    bench.add_argument("--db", help="results database (default RUNS/results.sqlite)")
+    bench.add_argument("--data-root")
+    bench.add_argument("--download", action="store_true")
+    bench.add_argument("--device")
+    bench.add_argument("--threads", type=int)
+    bench.add_argument("--no-progress", action="store_true")
+    bench.add_argument(
+        "--plan", action="store_true", help="list the cells and what is done; run nothing"
+    )
+
+    tab = sub.add_parser("table", help="paper-style tables from the results database")
+    tab.add_argument("--runs-dir", default="runs")
+    tab.add_argument("--db", help="results database (default RUNS/results.sqlite)")
+    tab.add_argument("--kind", default="main", choices=["main", "cross-arch", "ipc-vs"])
+    tab.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    tab.add_argument("--out", help="write the table to this file instead of printing it")
+    tab.add_argument("--grid", help="only rows of this grid")
+    tab.add_argument("--metric", default="acc", choices=["acc", "auc"])
+    tab.add_argument("--arch", default="convnet")
+    tab.add_argument("--dataset", nargs="+")
+    tab.add_argument("--ipc", type=int, nargs="+", help="IPCs (for ipc-vs: OURS THEIRS...)")
+    tab.add_argument("--methods", nargs="+")
+    tab.add_argument("--archs", nargs="+")
+    tab.add_argument("--ours")
+    tab.add_argument("--theirs", nargs="+")
 
     exp = sub.add_parser("export", help="write a synthetic set as a MedMNIST-style npz (uint8)")
     exp.add_argument("synthetic", help="synthetic set folder (holds synthetic.safetensors)")
@@ -282,6 +328,66 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_coreset(args: argparse.Namespace) -> int:
+    from meddistill.jobs import CoresetJob, resolve, run_coreset
+
+    flags = _job_flags(args)
+    for key in ("selection", "ipc", "seed", "out"):
+        if getattr(args, key, None) is not None:
+            flags[key] = getattr(args, key)
+    job = resolve(CoresetJob, _resolve_dict(args, flags))
+    results = run_coreset(job, args.runs_dir, progress=not args.no_progress)
+    if results["rows"]:
+        print(_format_rows(results["rows"]))
+    print(f"coreset: {results['synthetic']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from meddistill.bench.db import ResultsDB
+    from meddistill.bench.grid import DB_FILE, cell_status, format_status, load_grid, plan, run_grid
+
+    grid = load_grid(args.grid, list(args.overrides))
+    db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE)
+    if args.plan:
+        print(format_status(cell_status(plan(grid), db)))
+        return 0
+    summary = run_grid(
+        grid,
+        args.runs_dir,
+        db,
+        progress=not args.no_progress,
+        log=print,
+        data_root=args.data_root,
+        download=args.download,
+        device=args.device,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "cells"}, indent=2, default=str))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from meddistill.bench.db import ResultsDB
+    from meddistill.bench.grid import DB_FILE
+    from meddistill.bench.tables import make_table
+    from meddistill.utils import atomic_path
+
+    db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE, create=False)
+    options = {
+        k: getattr(args, k)
+        for k in ("grid", "metric", "arch", "methods", "archs", "ours", "theirs")
+    }
+    options.update(datasets=args.dataset, ipcs=args.ipc)
+    text = make_table(db, args.kind, **options).render(args.format)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from meddistill.jobs import run_export
 
@@ -310,6 +416,9 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "distill": cmd_distill,
     "export": cmd_export,
+    "coreset": cmd_coreset,
+    "bench": cmd_bench,
+    "table": cmd_table,
 }
 
 

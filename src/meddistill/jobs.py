@@ -7,6 +7,7 @@ calls these; a Python user can call them directly.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,16 @@ from meddistill.experts.store import TrajectoryStore
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.engine import Distiller
 from meddistill.matching.schedule import check_schedule
-from meddistill.methods import method_defaults, method_expert_optimizer
+from meddistill.methods import (
+    distill_objective,
+    method_defaults,
+    method_expert_optimizer,
+    method_kind,
+    objective_config,
+)
+from meddistill.methods.coresets import coreset_set, feature_network
+from meddistill.methods.haba import HaBaParam
+from meddistill.methods.seqmatch import run_seqmatch
 from meddistill.models.spec import ModelSpec
 from meddistill.report.grids import save_class_grids
 from meddistill.runs import RunDir, environment_info
@@ -131,6 +141,33 @@ class DistillJob:
     device: str = "auto"
 
 
+@dataclass
+class CoresetJob:
+    """`meddistill coreset`: real images chosen by random, herding or k-center selection."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    selection: str = "herding"
+    ipc: int = 10
+    model: ModelSpec = field(default_factory=ModelSpec)
+    feature_epochs: int = 5  # epochs of the network whose embeddings rank the samples
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    final_eval: bool = True
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+
+
+def check_ipc(dataset: MedicalDataset, ipcs: list[int]) -> None:
+    """Refuse, before any work, an IPC no class can supply."""
+    smallest = min(dataset.class_counts("train"))
+    too_big = [k for k in ipcs if k > smallest]
+    if too_big:
+        raise ConfigError(
+            f"ipc {too_big[0]} is larger than the smallest class of {dataset.name} "
+            f"({smallest} train images); choose ipc <= {smallest}"
+        )
+
+
 def resolve(job_cls: type, data: dict[str, Any]) -> Any:
     """Build and validate a job dataclass from a merged config dict."""
     return from_dict(job_cls, data)
@@ -170,13 +207,7 @@ def run_baseline(job: BaselineJob, runs_root: str | Path, progress: bool = True)
     """Evaluate the full train set and random k-per-class subsets; write results.json."""
     device = resolve_device(job.device)
     dataset = job.dataset.load()
-    smallest = min(dataset.class_counts("train"))
-    too_big = [k for k in job.ipcs if k > smallest]
-    if too_big:
-        raise ConfigError(
-            f"IPC {too_big[0]} is larger than the smallest class of {dataset.name} "
-            f"({smallest} train images); choose ipcs <= {smallest}"
-        )
+    check_ipc(dataset, job.ipcs)
     dataset = dataset.to(device)
     strategy = job.dataset.strategy()
     job.eval.dsa_strategy = strategy
@@ -272,28 +303,58 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
     return results
 
 
-def match_config(job: DistillJob) -> MatchConfig:
-    """Method defaults overlaid with the job's `match` section, validated."""
+def match_config(job: DistillJob) -> Any:
+    """Method defaults overlaid with the job's `match` section, validated (a MatchConfig for
+    trajectory methods, the method's own config for objective methods)."""
+    if method_kind(job.method) == "objective":
+        return objective_config(job.method, job.match)
     return from_dict(MatchConfig, {**method_defaults(job.method), **job.match}, "match")
+
+
+def expert_buffer_config(job: DistillJob) -> BufferConfig:
+    """The buffer `run_distill` makes for `job` when none is given: the job's `experts`
+    section with the job's network, the method's optimiser (sgd or gsam) and the dataset's DSA
+    strategy. A copy: the job is not changed."""
+    experts = copy.deepcopy(job.experts)
+    experts.model = copy.deepcopy(job.model)
+    experts.train.optimizer = job.expert_optimizer or method_expert_optimizer(job.method)
+    if experts.train.dsa:
+        experts.train.dsa_strategy = job.dataset.strategy()
+    return experts
+
+
+def _expert_store(
+    job: DistillJob,
+    dataset: MedicalDataset,
+    runs_root: str | Path,
+    device: torch.device,
+    progress: bool,
+    log: Any,
+) -> TrajectoryStore:
+    """The given buffer, or the one the job's `experts` section describes (made or reused)."""
+    if job.buffer:
+        return TrajectoryStore(job.buffer)
+    experts = expert_buffer_config(job)
+    folder = Path(runs_root) / "buffers" / _buffer_name(BufferJob(job.dataset, experts), dataset)
+    log(f"expert buffer: {folder}")
+    return generate_buffer(dataset, experts, folder, device=device, progress=progress)
 
 
 def run_distill(job: DistillJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
     """Distil a dataset with one method; write the synthetic set, grids, metrics and results."""
     cfg = match_config(job)
+    trajectory = method_kind(job.method) == "trajectory"
     device = resolve_device(job.device)
     dataset = job.dataset.load()
-    smallest = min(dataset.class_counts("train"))
-    if cfg.ipc > smallest:
-        raise ConfigError(
-            f"ipc {cfg.ipc} is larger than the smallest class of {dataset.name} ({smallest} "
-            f"train images); choose ipc <= {smallest}"
-        )
+    if not (trajectory and cfg.haba_hallucinators > 0):
+        check_ipc(dataset, [cfg.ipc])
     # Refuse a buffer made for another dataset or network, and windows it cannot serve,
     # before the run folder exists: a refused run leaves nothing behind.
-    given = TrajectoryStore(job.buffer) if job.buffer else None
-    if given is not None:
-        given.check_compatible(dataset, job.model)
-    check_schedule(cfg, given.epochs if given is not None else job.experts.epochs)
+    if trajectory:
+        given = TrajectoryStore(job.buffer) if job.buffer else None
+        if given is not None:
+            given.check_compatible(dataset, job.model)
+        check_schedule(cfg, given.epochs if given is not None else job.experts.epochs)
     dataset = dataset.to(device)
     strategy = job.dataset.strategy()
     config = {"job": to_dict(job), "match": to_dict(cfg)}
@@ -305,39 +366,62 @@ def run_distill(job: DistillJob, runs_root: str | Path, progress: bool = True) -
     )
     run = RunDir(out, config)
     run.save_json("env.json", environment_info())
-    start = time.perf_counter()
-    if given is not None:
-        store = given
-    else:
-        experts = job.experts
-        experts.model = job.model
-        experts.train.optimizer = job.expert_optimizer or method_expert_optimizer(job.method)
-        if experts.train.dsa:
-            experts.train.dsa_strategy = strategy
-        folder = (
-            Path(runs_root) / "buffers" / _buffer_name(BufferJob(job.dataset, experts), dataset)
-        )
-        run.log(f"expert buffer: {folder}")
-        store = generate_buffer(dataset, experts, folder, device=device, progress=progress)
-    buffer_s = time.perf_counter() - start
     evaluator = _periodic_evaluator(job, cfg, dataset, strategy, progress=False)
-    distiller = Distiller(
-        cfg,
-        dataset,
-        store,
-        job.model,
-        device=device,
-        out_dir=out,
-        dsa_strategy=strategy,
-        method=job.method,
-        on_metric=lambda record: run.metric(**record),
-        progress=progress,
-        log=run.log,
-    )
-    t0 = time.perf_counter()
-    syn = distiller.run(evaluate=evaluator)
-    distill_s = time.perf_counter() - t0
-    syn.meta.update({"buffer": str(store.path), "seed": cfg.seed})
+    on_metric = lambda record: run.metric(**record)  # noqa: E731
+    start = time.perf_counter()
+    buffer_s = 0.0
+    if not trajectory:
+        syn = distill_objective(
+            job.method,
+            job.match,
+            dataset,
+            job.model,
+            device,
+            out,
+            progress,
+            on_metric,
+            dsa_strategy=strategy,
+            evaluate=evaluator,
+            log=run.log,
+        )
+    else:
+        store = _expert_store(job, dataset, runs_root, device, progress, run.log)
+        buffer_s = time.perf_counter() - start
+        start = time.perf_counter()
+        common = dict(
+            device=device,
+            out_dir=out,
+            dsa_strategy=strategy,
+            method=job.method,
+            on_metric=on_metric,
+            progress=progress,
+            log=run.log,
+        )
+        if cfg.seq_subsets > 1:
+            syn = run_seqmatch(
+                cfg,
+                dataset,
+                store,
+                job.model,
+                num_subsets=cfg.seq_subsets,
+                evaluate=evaluator,
+                **common,
+            )
+        else:
+            param = None
+            if cfg.haba_hallucinators > 0:
+                param = HaBaParam.from_real(
+                    dataset,
+                    cfg.ipc,
+                    cfg.haba_hallucinators,
+                    generator=make_generator(derive_seed(cfg.seed, "haba")),
+                    lr_hallucinator=cfg.lr_hallucinator,
+                )
+            distiller = Distiller(cfg, dataset, store, job.model, parameterization=param, **common)
+            syn = distiller.run(evaluate=evaluator)
+        syn.meta.update({"buffer": str(store.path)})
+    distill_s = time.perf_counter() - start
+    syn.meta.update({"seed": cfg.seed})
     syn.save(out / "synthetic")
     save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
     results: dict[str, Any] = {
@@ -400,6 +484,76 @@ def _periodic_evaluator(
         return _summary({"archs": report.to_dict()["archs"]})
 
     return evaluate
+
+
+def run_coreset(job: CoresetJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Select a coreset, save it as a synthetic set (same format), optionally evaluate it."""
+    device = resolve_device(job.device)
+    dataset = job.dataset.load()
+    check_ipc(dataset, [job.ipc])
+    dataset = dataset.to(device)
+    config = {"job": to_dict(job)}
+    name = f"{dataset.name.replace(':', '_').replace('/', '_')}-{job.selection}-ipc{job.ipc}"
+    out = (
+        Path(job.out)
+        if job.out
+        else Path(runs_root) / "coreset" / f"{name}-{stable_hash(config, 8)}"
+    )
+    run = RunDir(out, config)
+    start = time.perf_counter()
+    model = None
+    if job.selection != "random":
+        model = feature_network(
+            dataset,
+            job.model,
+            epochs=job.feature_epochs,
+            seed=derive_seed(job.seed, "features"),
+            device=device,
+            progress=progress,
+        )
+    syn = coreset_set(
+        job.selection,
+        dataset,
+        job.ipc,
+        model=model,
+        generator=make_generator(derive_seed(job.seed, "coreset", job.ipc)),
+        meta={"method": job.selection, "seed": job.seed},
+    )
+    syn.save(out / "synthetic")
+    save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
+    results: dict[str, Any] = {
+        "method": job.selection,
+        "dataset": dataset.name,
+        "ipc": job.ipc,
+        "select_s": round(time.perf_counter() - start, 1),
+        "synthetic": str(out / "synthetic"),
+        "run_dir": str(out),
+        "rows": [],
+    }
+    if job.final_eval:
+        t0 = time.perf_counter()
+        job.eval.dsa_strategy = job.dataset.strategy()
+        report = evaluate_set(
+            syn.images.to(device),
+            syn.labels.to(device),
+            dataset,
+            job.eval,
+            base_spec=job.model,
+            seed=derive_seed(job.seed, "final-eval"),
+            lr=job.eval.lr,
+            progress=progress,
+        )
+        row = {
+            "set": job.selection,
+            "ipc": job.ipc,
+            **report.to_dict(),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        results["rows"].append(row)
+        run.metric(stage="final_eval", **_summary(row))
+    run.save_json("results.json", results)
+    run.close()
+    return results
 
 
 def run_export(synthetic: str | Path, out: str | Path) -> Path:

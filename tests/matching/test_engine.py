@@ -7,7 +7,7 @@ from meddistill.config import from_dict
 from meddistill.errors import ConfigError, ExpertBufferError, NumericalError
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.engine import CHECKPOINT, Distiller, foundation_mask
-from meddistill.methods import available_methods, method_defaults
+from meddistill.methods import method_defaults, trajectory_methods
 from meddistill.models import ModelSpec
 
 TINY_SPEC = ModelSpec(depth=1, width=4)  # the spec of the toy_buffer fixture
@@ -48,7 +48,7 @@ def _distiller(cfg, toy, store, out, spec=TINY_SPEC, logs=None):
     )
 
 
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", trajectory_methods())
 def test_every_method_runs_and_changes_images(method, toy, toy_buffer, tmp_path):
     logs = []
     dist = _distiller(_cfg(method), toy, toy_buffer, tmp_path, logs=logs)

@@ -79,6 +79,14 @@ class MatchConfig:
     momentum_y: float = 0.9
     label_expert_epoch: int = -1  # expert epoch whose logits initialise labels (-1: last)
     loss_skip_threshold: float = 0.0  # DATM: skip the update when loss > this (0: off)
+    # SMDD: drop the hardest-to-match fraction of parameter elements from the match loss
+    prune_ratio: float = 0.0  # 0: off
+    prune_by: Literal["mismatch", "displacement"] = "mismatch"
+    # SeqMatch: sequential subsets (methods.seqmatch.run_seqmatch; 1: one ordinary run)
+    seq_subsets: int = 1
+    # HaBa: hallucinators per base (0: plain images; ipc then counts bases per class)
+    haba_hallucinators: int = 0
+    lr_hallucinator: float = 100.0
     # Bookkeeping
     eval_every: int = 0  # 0: evaluate only at the end
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_nets=2, epochs=300))
@@ -114,6 +122,14 @@ class MatchConfig:
             raise ConfigError(f"option kappa_quantile must be in (0, 1), got {self.kappa_quantile}")
         if self.kappa_mu < 1.0:
             raise ConfigError(f"option kappa_mu must be >= 1 (kappa grows), got {self.kappa_mu}")
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise ConfigError(f"option prune_ratio must be in [0, 1), got {self.prune_ratio}")
+        if self.seq_subsets < 1:
+            raise ConfigError(f"option seq_subsets must be >= 1, got {self.seq_subsets}")
+        if self.haba_hallucinators < 0:
+            raise ConfigError(
+                f"option haba_hallucinators must be >= 0 (0 = off), got {self.haba_hallucinators}"
+            )
         if self.retraining_points < 0:
             raise ConfigError(
                 f"option retraining_points must be >= 0, got {self.retraining_points}"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -40,6 +40,21 @@ from meddistill.utils import derive_seed, make_generator
 
 CHECKPOINT = "checkpoint.safetensors"
 MetricSink = Callable[[dict[str, Any]], None]
+
+
+class ImageParameterization(Protocol):
+    """Synthetic images produced differentiably from learned tensors (HaBa: bases x
+    hallucinators). The engine keeps and updates the tensors; the images follow."""
+
+    images_per_class: int
+
+    def initial_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def render(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def learning_rates(self, lr_img: float) -> dict[str, float]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -91,11 +106,16 @@ class Distiller:
         on_metric: MetricSink | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        trainable: torch.Tensor | None = None,
+        parameterization: ImageParameterization | None = None,
     ) -> None:
         store.check_compatible(dataset, spec)
         check_schedule(cfg, store.epochs)
+        self.param = parameterization
+        # Images per class of the layout: cfg.ipc, or what the parameterisation renders
+        self.ipc = parameterization.images_per_class if parameterization is not None else cfg.ipc
         smallest = min(dataset.class_counts("train"))
-        if cfg.ipc > smallest:
+        if parameterization is None and cfg.ipc > smallest:
             raise ConfigError(
                 f"ipc {cfg.ipc} is larger than the smallest class of {dataset.name} "
                 f"({smallest} train images); choose ipc <= {smallest}"
@@ -123,12 +143,20 @@ class Distiller:
         # Images are laid out class by class, ipc each; this layout never changes (soft labels
         # may drift, the class an image was made for does not).
         self.hard_labels = torch.arange(dataset.num_classes, device=device).repeat_interleave(
-            cfg.ipc
+            self.ipc
         )
+        # SeqMatch: images whose flag is False are frozen (their gradient is zeroed)
+        num_images = dataset.num_classes * self.ipc
+        if trainable is not None and tuple(trainable.shape) != (num_images,):
+            raise ConfigError(
+                f"trainable mask has shape {tuple(trainable.shape)}; expected ({num_images},), "
+                "one flag per synthetic image (class by class)"
+            )
+        self.trainable = trainable.to(device, torch.bool) if trainable is not None else None
         self.foundation = foundation_mask(self.hard_labels, dataset.num_classes)
-        if cfg.overlap and cfg.ipc < 2:
+        if cfg.overlap and self.ipc < 2:
             self.warn("overlap mitigation does nothing at IPC 1 (no complement subset); it is off")
-        if cfg.retraining_points and cfg.ipc < 2:
+        if cfg.retraining_points and self.ipc < 2:
             self.warn("retraining points do nothing at IPC 1 (no complement subset); they are off")
 
     def warn(self, message: str) -> None:
@@ -151,10 +179,9 @@ class Distiller:
         e = self.cfg.label_expert_epoch
         return self.store.epochs if e < 0 else e
 
-    def initial_state(self) -> DistillState:
-        """Images from real samples per class (or noise), labels hard or expert logits."""
+    def _initial_images(self, gen: torch.Generator) -> torch.Tensor:
+        """ipc real training images per class drawn with `gen` (or noise of that shape)."""
         cfg, ds = self.cfg, self.dataset
-        gen = make_generator(derive_seed(cfg.seed, "init"))
         per_class = ds.class_indices("train")
         train = ds.train
         chosen = []
@@ -174,6 +201,19 @@ class Distiller:
         images = train.images.index_select(0, index).to(self.device, torch.float32).clone()
         if cfg.init == "noise":
             images = torch.randn(images.shape, generator=gen).to(self.device)
+        return images
+
+    def initial_state(self) -> DistillState:
+        """Images from real samples per class (or noise), labels hard or expert logits."""
+        cfg = self.cfg
+        gen = make_generator(derive_seed(cfg.seed, "init"))
+        params: dict[str, torch.Tensor] = {}
+        if self.param is not None:  # HaBa & co. bring their own initialisation
+            params = {k: v.to(self.device) for k, v in self.param.initial_tensors().items()}
+            with torch.no_grad():
+                images = self.param.render(params).detach()
+        else:
+            images = self._initial_images(gen)
         labels: torch.Tensor = self.hard_labels.clone()
         momentum_labels = None
         if cfg.soft_labels:
@@ -191,6 +231,8 @@ class Distiller:
             momentum_labels=momentum_labels,
             mask=None,
             ema=images.clone() if cfg.ema_decay > 0 else None,
+            params=params,
+            momentum_params={k: torch.zeros_like(v) for k, v in params.items()},
         )
 
     # One iteration --------------------------------------------------------------------
@@ -220,6 +262,11 @@ class Distiller:
         theta_start, theta_mid, theta_target = self.store.load_many(
             window.expert, epochs, device=self.device
         )
+        rendered, leaves = None, {}
+        if self.param is not None:  # images = render(tensors), differentiable in the tensors
+            leaves = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
+            rendered = self.param.render(leaves)
+            state.images = rendered.detach()
         num = state.images.shape[0]
         plans = plan_steps(
             num, window.syn_steps, cfg.batch_syn or num, generator, self.dsa, self.device
@@ -227,6 +274,7 @@ class Distiller:
         syn_lr = self.syn_lr(state)
         n = window.syn_steps
         record: dict[str, float] = {"match": 0.0, "shape": 0.0, "util": 1.0, "kappa": 0.0, "k": n}
+        match_mask: dict[str, torch.Tensor] = {}  # the element mask of the match loss, if any
 
         def select(states: list[torch.Tensor]) -> list[int]:
             k = losses.argmin_step(states, theta_target) if cfg.argmin_step else n
@@ -242,13 +290,21 @@ class Distiller:
                 )
                 record["kappa"] = kappa
                 record["util"] = float(state.mask.float().mean())
+                match_mask["mask"] = state.mask
+            if cfg.prune_ratio > 0:  # SMDD: drop the hardest elements (not cumulative)
+                scores = losses.prune_scores(cfg.prune_by, states[k], theta_start, theta_target)
+                keep = losses.prune_mask(scores, cfg.prune_ratio, self.exclude)
+                match_mask["mask"] = keep & match_mask["mask"] if match_mask else keep
+                record["util"] = float(match_mask["mask"].float().mean())
             return sorted(picked)
 
         def loss_of(states: dict[int, torch.Tensor]) -> torch.Tensor:
             k = int(record["k"])
             w_end = states[k]
-            if cfg.easy_to_complex:
-                match = losses.masked_param_loss(w_end, theta_start, theta_target, state.mask)
+            if match_mask:
+                match = losses.masked_param_loss(
+                    w_end, theta_start, theta_target, match_mask["mask"]
+                )
             else:
                 match = losses.normalized_param_loss(w_end, theta_start, theta_target)
             total = cfg.match_weight * match
@@ -280,7 +336,7 @@ class Distiller:
         )
         grad_images = grads.images
         overlap_value = 0.0
-        if cfg.overlap and cfg.ipc >= 2:
+        if cfg.overlap and self.ipc >= 2:
             x = state.images.detach().requires_grad_(True)
             sigma = cfg.overlap_sigma or losses.median_sigma(x, self.hard_labels)
             ov = losses.overlap_loss(x, self.hard_labels, self.foundation, sigma)
@@ -288,6 +344,9 @@ class Distiller:
             grad_images = grad_images + g_ov
             overlap_value = float(ov.detach())
             loss = loss + cfg.overlap_weight * ov.detach()
+        if self.trainable is not None:
+            keep = self.trainable.view(-1, *([1] * (grad_images.dim() - 1)))
+            grad_images = torch.where(keep, grad_images, torch.zeros_like(grad_images))
         loss_value = float(loss)
         if not math.isfinite(loss_value) or not bool(torch.isfinite(grad_images).all()):
             raise NumericalError(
@@ -297,7 +356,20 @@ class Distiller:
             )
         skipped = cfg.loss_skip_threshold > 0 and loss_value > cfg.loss_skip_threshold
         if not skipped:
-            self._update(state, grad_images, grads.syn_lr, grads.labels, syn_lr)
+            grad_params = None
+            if rendered is not None:  # pull dL/dimages back to the parameterisation's tensors
+                names = list(leaves)
+                parts = torch.autograd.grad(
+                    rendered,
+                    [leaves[k] for k in names],
+                    grad_outputs=grad_images,
+                    allow_unused=True,
+                )
+                grad_params = {
+                    k: g if g is not None else torch.zeros_like(leaves[k])
+                    for k, g in zip(names, parts, strict=True)
+                }
+            self._update(state, grad_images, grads.syn_lr, grads.labels, syn_lr, grad_params)
         self._hooks(state, it)
         state.iteration = it + 1
         return IterationLog(
@@ -325,12 +397,20 @@ class Distiller:
         grad_syn_lr: torch.Tensor,
         grad_labels: torch.Tensor | None,
         syn_lr: torch.Tensor,
+        grad_params: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """SGD with momentum (torch.optim.SGD's rule: buf = m*buf + g; p -= lr*buf)."""
         cfg = self.cfg
         with torch.no_grad():
-            state.momentum_images.mul_(cfg.momentum_img).add_(grad_images)
-            state.images.sub_(cfg.lr_img * state.momentum_images)
+            if grad_params is not None and self.param is not None:
+                lrs = self.param.learning_rates(cfg.lr_img)
+                for name, g in grad_params.items():
+                    state.momentum_params[name].mul_(cfg.momentum_img).add_(g)
+                    state.params[name].sub_(lrs[name] * state.momentum_params[name])
+                state.images = self.param.render(state.params).detach()
+            else:
+                state.momentum_images.mul_(cfg.momentum_img).add_(grad_images)
+                state.images.sub_(cfg.lr_img * state.momentum_images)
             g_lr = grad_syn_lr.reshape(())
             if cfg.step_size_param == "log":
                 g_lr = g_lr * syn_lr  # chain rule through alpha = exp(rho)
@@ -353,7 +433,7 @@ class Distiller:
         if state.ema is not None:
             with torch.no_grad():
                 state.ema.mul_(cfg.ema_decay).add_(state.images, alpha=1.0 - cfg.ema_decay)
-        if not self.retraining or cfg.ipc < 2:
+        if not self.retraining or self.ipc < 2:
             return
         complement = ~self.foundation
         for snap_it, retrain_it in self.retraining:
@@ -370,13 +450,16 @@ class Distiller:
 
     # The run ---------------------------------------------------------------------------
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "config": to_dict(self.cfg),
             "spec": to_dict(self.spec),
             "buffer_id": self.store.buffer_id,
             "source_id": self.dataset.source_id,
             "method": self.method,
         }
+        if self.param is not None:  # only then, so existing checkpoints still resume
+            meta["parameterization"] = self.param.describe()
+        return meta
 
     def _load_or_init(self) -> tuple[DistillState, torch.Generator]:
         ckpt = self.out_dir / CHECKPOINT

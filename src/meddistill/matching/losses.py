@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from meddistill.errors import ConfigError
+
 
 def normalized_param_loss(
     w_end: torch.Tensor, theta_start: torch.Tensor, theta_target: torch.Tensor
@@ -175,3 +177,54 @@ def argmin_step(states: list[torch.Tensor], target: torch.Tensor) -> int:
     with torch.no_grad():
         dists = torch.stack([(s - target).abs().sum() for s in states[1:]])
     return int(torch.argmin(dists).item()) + 1
+
+
+PRUNE_CRITERIA = ("mismatch", "displacement")
+
+
+def prune_scores(
+    kind: str,
+    w_end: torch.Tensor,
+    theta_start: torch.Tensor,
+    theta_target: torch.Tensor,
+) -> torch.Tensor:
+    """Per-element difficulty: 'mismatch' (w_N - theta_T)^2 or 'displacement' (theta_T -
+    theta_start)^2. Detached: the ranking is a selection, not part of the gradient."""
+    if kind == "mismatch":
+        return (w_end.detach() - theta_target).pow(2)
+    if kind == "displacement":
+        return (theta_target - theta_start).pow(2)
+    raise ConfigError(f"option prune_by={kind!r} is not valid; choose one of {PRUNE_CRITERIA}")
+
+
+def prune_mask(
+    element_loss: torch.Tensor,
+    ratio: float,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bool mask keeping the (1 - ratio) easiest elements: the floor(ratio * n) elements with
+    the largest `element_loss` among the n not excluded are pruned (False), as are the excluded
+    ones. Ties prune the lower index first (a stable sort), so the mask is deterministic.
+
+    SMDD (Li et al. 2022). Drop-in for easy_to_complex_mask: pass the result as `mask` to
+    masked_param_loss.
+    """
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ConfigError(f"option prune_ratio must be in [0, 1), got {ratio}")
+    values = element_loss.detach().flatten()
+    eligible = torch.ones_like(values, dtype=torch.bool)
+    if exclude is not None:
+        if exclude.shape != element_loss.shape:
+            raise ConfigError(
+                f"exclude mask has shape {tuple(exclude.shape)} but the parameter vector has "
+                f"{tuple(element_loss.shape)}"
+            )
+        eligible = ~exclude.to(torch.bool).flatten()
+    n = int(eligible.sum())
+    num_pruned = int(float(ratio) * n)
+    keep = eligible.clone()
+    if num_pruned > 0:
+        ranked = torch.where(eligible, values, torch.full_like(values, -float("inf")))
+        order = torch.argsort(ranked, descending=True, stable=True)
+        keep[order[:num_pruned]] = False
+    return keep.view(element_loss.shape)

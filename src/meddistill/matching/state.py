@@ -36,6 +36,9 @@ class DistillState:
     generator_state: torch.Tensor | None = None
     kappa_base: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # An image parameterisation's leaves (HaBa) and their momentum, by name
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    momentum_params: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {
@@ -51,6 +54,9 @@ class DistillState:
                 out[name] = value.to(torch.uint8) if name == "mask" else value
         for it, snap in self.snapshots.items():
             out[f"snapshot_{it}"] = snap
+        for name, value in self.params.items():
+            out[f"param.{name}"] = value
+            out[f"momentum_param.{name}"] = self.momentum_params[name]
         return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
     def save(self, path: str | Path, meta: dict[str, object]) -> None:
@@ -83,6 +89,10 @@ class DistillState:
             int(k.split("_", 1)[1]): v.to(device) for k, v in t.items() if k.startswith("snapshot_")
         }
         mask = dev("mask")
+
+        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v.to(device) for k, v in t.items() if k.startswith(prefix)}
+
         state = cls(
             iteration=int(header["iteration"]),
             images=t["images"].to(device),
@@ -97,5 +107,7 @@ class DistillState:
             generator_state=t.get("generator_state"),
             kappa_base=json.loads(header.get("kappa_base", "null")),
             extra=json.loads(header.get("extra", "{}")),
+            params=prefixed("param."),
+            momentum_params=prefixed("momentum_param."),
         )
         return state, json.loads(header.get("meta", "{}"))

@@ -1,0 +1,554 @@
+"""The results database of a benchmark grid: one SQLite file (stdlib sqlite3) in the runs folder.
+
+Why SQLite: a grid is killed and resumed, several grids share buffers and synthetic sets, and
+tables are computed long after; one file with transactions and UNIQUE keys makes a re-run
+update a row instead of adding a second one, and needs no server.
+
+Schema (SCHEMA_VERSION = 1):
+
+  meta(key TEXT PRIMARY KEY, value TEXT)
+      'schema_version' (an integer as text), 'created', 'meddistill_version'.
+  artifacts                one row per thing a stage made (or, for baselines, chose)
+      id           TEXT PRIMARY KEY   hash of what produced it (config, dataset, seed, ...)
+      kind         'buffer' | 'synthetic' | 'baseline'
+      dataset      the grid's dataset label (e.g. 'bloodmnist')
+      method       'buffer', a distillation method ('hoptm', ...), 'random' or 'full'
+      ipc          images per class (NULL: buffers and full data)
+      seed         the seed of the run that made it
+      setting      hash of the same config WITHOUT the seed: rows of one setting pool over
+                   seeds in tables; two settings in one table cell are refused
+      config       JSON of the resolved config that produced it
+      path         its folder, relative to the database's folder when inside it (NULL when
+                   nothing is stored, e.g. a random subset, redrawn from its seed)
+      parent       the artifact it was made from (a synthetic set's buffer), or NULL
+      wall_s, peak_mem_mb, mem_kind, device   cost of the stage that made it (see Stage)
+      created, updated   ISO-8601 UTC
+  evals(id TEXT PRIMARY KEY, config TEXT)
+      an evaluation setting (epochs, lr rule, batch, DSA, base network) by its hash
+  results                  one row per trained evaluation network
+      artifact_id  -> artifacts.id       arch  evaluation architecture ('convnet', 'lenet', ...)
+      eval_id      -> evals.id           eval_seed   the network's seed (init, batches, DSA)
+      net_index    k of the k-th network of (artifact, arch, eval setting)
+      acc (fraction in [0, 1]), auc, loss     on the real test split
+      epochs, lr   how it was trained           wall_s, peak_mem_mb, mem_kind, device, created
+      PRIMARY KEY (artifact_id, arch, eval_id, eval_seed): a re-run replaces, never duplicates
+  grid_cells(grid, artifact_id, eval_id)  which artifacts and evaluation settings a grid uses,
+      PRIMARY KEY of all three, so tables can show exactly one grid's results.
+
+Opening a file of an older version runs the migrations MIGRATIONS[v] for v = old+1 .. current
+in one transaction; a newer or unknown version is refused with an ArtifactError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from meddistill import __version__
+from meddistill.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+KINDS = ("buffer", "synthetic", "baseline")
+
+# MIGRATIONS[v]: the statements that turn a version v-1 database into version v (v=1: create).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE artifacts (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('buffer', 'synthetic', 'baseline')),
+            dataset TEXT NOT NULL,
+            method TEXT NOT NULL,
+            ipc INTEGER,
+            seed INTEGER,
+            setting TEXT NOT NULL,
+            config TEXT NOT NULL,
+            path TEXT,
+            parent TEXT,
+            wall_s REAL,
+            peak_mem_mb REAL,
+            mem_kind TEXT,
+            device TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        )""",
+        "CREATE INDEX artifacts_cell ON artifacts (dataset, method, ipc)",
+        "CREATE TABLE evals (id TEXT PRIMARY KEY, config TEXT NOT NULL)",
+        """CREATE TABLE results (
+            artifact_id TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
+            arch TEXT NOT NULL,
+            eval_id TEXT NOT NULL REFERENCES evals (id),
+            eval_seed INTEGER NOT NULL,
+            net_index INTEGER NOT NULL,
+            acc REAL NOT NULL,
+            auc REAL,
+            loss REAL,
+            epochs INTEGER NOT NULL,
+            lr REAL NOT NULL,
+            wall_s REAL,
+            peak_mem_mb REAL,
+            mem_kind TEXT,
+            device TEXT,
+            created TEXT NOT NULL,
+            PRIMARY KEY (artifact_id, arch, eval_id, eval_seed)
+        )""",
+        """CREATE TABLE grid_cells (
+            grid TEXT NOT NULL,
+            artifact_id TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
+            eval_id TEXT NOT NULL REFERENCES evals (id),
+            PRIMARY KEY (grid, artifact_id, eval_id)
+        )""",
+    ),
+}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost of a stage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """Wall time and peak memory of one stage, filled in when `measure_stage` exits.
+
+    peak_mem_mb is the peak ABOVE the start of the stage: CUDA max_memory_allocated (mem_kind
+    'cuda_allocated'); on CPU the peak resident set size, reset at the start through
+    /proc/self/clear_refs ('rss_hwm'), or getrusage's ru_maxrss where that reset is missing
+    ('rss_maxrss': it never goes down, so a stage smaller than an earlier one reads 0).
+    """
+
+    wall_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    mem_kind: str = ""
+    device: str = "cpu"
+
+
+def _status_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return _status_kb("VmHWM") is not None and _status_kb("VmRSS") is not None
+
+
+@contextlib.contextmanager
+def measure_stage(device: torch.device | str = "cpu") -> Iterator[Stage]:
+    """Measure the wall time and peak memory of the `with` block (CUDA work is waited for)."""
+    dev = torch.device(device)
+    stage = Stage(device=str(dev))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        stage.mem_kind = "cuda_allocated"
+    elif _reset_peak_rss():
+        base = (_status_kb("VmRSS") or 0) * 1024
+        stage.mem_kind = "rss_hwm"
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        stage.mem_kind = "rss_maxrss"
+    start = time.perf_counter()
+    try:
+        yield stage
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            peak = torch.cuda.max_memory_allocated(dev)
+        elif stage.mem_kind == "rss_hwm":
+            peak = (_status_kb("VmHWM") or 0) * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        stage.wall_s = time.perf_counter() - start
+        stage.peak_mem_mb = max(0, peak - base) / 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Artifact:
+    """A row of `artifacts` (path: absolute, or None)."""
+
+    id: str
+    kind: str
+    dataset: str
+    method: str
+    ipc: int | None
+    seed: int | None
+    setting: str
+    config: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    parent: str | None = None
+    wall_s: float | None = None
+    peak_mem_mb: float | None = None
+    mem_kind: str | None = None
+    device: str | None = None
+    created: str = ""
+    updated: str = ""
+
+
+@dataclass
+class Result:
+    """A row of `results`: one trained evaluation network."""
+
+    artifact_id: str
+    arch: str
+    eval_id: str
+    eval_seed: int
+    net_index: int
+    acc: float
+    auc: float | None
+    loss: float | None
+    epochs: int
+    lr: float
+    wall_s: float | None = None
+    peak_mem_mb: float | None = None
+    mem_kind: str | None = None
+    device: str | None = None
+    created: str = ""
+
+
+@dataclass
+class ResultRow(Result):
+    """A result joined with what its artifact is (for tables)."""
+
+    kind: str = ""
+    dataset: str = ""
+    method: str = ""
+    ipc: int | None = None
+    seed: int | None = None
+    setting: str = ""
+
+
+_ARTIFACT_COLS = tuple(Artifact.__dataclass_fields__)
+_RESULT_COLS = tuple(Result.__dataclass_fields__)
+
+
+class ResultsDB:
+    """The results database at `path` (created, or migrated to SCHEMA_VERSION, on open)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """create=False: a missing file is an error (readers such as `meddistill table`)."""
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_file():
+            raise ArtifactError(f"results database {self.path} is not a file; give a file path")
+        if not create and not self.path.is_file():
+            raise ArtifactError(
+                f"no results database at {self.path}; run `meddistill bench GRID.yaml` first, or "
+                "give its path with --db"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 60000")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise ArtifactError(
+                f"{self.path} is not a readable SQLite results database ({exc}); move it away "
+                "or give another --db path"
+            ) from exc
+        except ArtifactError:
+            self._close_quietly()
+            raise
+
+    # Opening and migrations -----------------------------------------------------------------
+    def _open(self) -> None:
+        with self._tx():
+            version = self._read_version()
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise ArtifactError(
+                    f"results database {self.path} has schema version {version}, newer than this "
+                    f"meddistill {__version__} understands ({SCHEMA_VERSION}); upgrade meddistill "
+                    "or use another --db"
+                )
+            missing = [v for v in range(version + 1, SCHEMA_VERSION + 1) if v not in MIGRATIONS]
+            if version < 0 or missing:
+                raise ArtifactError(
+                    f"results database {self.path} has schema version {version}, which this "
+                    f"meddistill cannot migrate to {SCHEMA_VERSION}; move it away and re-run the "
+                    "grid (buffers and synthetic sets on disk are reused)"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[v]:
+                    self._conn.execute(statement)
+            meta = {"schema_version": str(SCHEMA_VERSION), "meddistill_version": __version__}
+            if version == 0:
+                meta["created"] = _now()
+            for key, value in meta.items():
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+    def _read_version(self) -> int:
+        """0 for an empty file; the stored version otherwise; ArtifactError for a foreign file."""
+        tables = {
+            r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            return 0
+        if "meta" not in tables:
+            raise ArtifactError(
+                f"{self.path} is an SQLite database but not a meddistill results database (no "
+                "meta table); give another --db path"
+            )
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        text = None if row is None else row[0]
+        try:
+            return int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ArtifactError(
+                f"results database {self.path} has an unreadable schema version {text!r}; move "
+                "it away and re-run the grid"
+            ) from None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: concurrent writers wait instead of failing)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Paths ------------------------------------------------------------------------------------
+    def _store_path(self, path: str | Path | None) -> str | None:
+        """Relative to the database's folder when inside it, so a runs folder can be moved."""
+        if path is None:
+            return None
+        p = Path(path).resolve()
+        try:
+            return p.relative_to(self.path.parent.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def _load_path(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        p = Path(text)
+        return str(p if p.is_absolute() else (self.path.parent / p).resolve())
+
+    # Artifacts --------------------------------------------------------------------------------
+    def add_artifact(self, art: Artifact) -> None:
+        """Insert or replace (by id) an artifact; `created` keeps its first value."""
+        if art.kind not in KINDS:
+            raise ArtifactError(f"artifact kind {art.kind!r} is not one of {', '.join(KINDS)}")
+        now = _now()
+        values = {
+            **{c: getattr(art, c) for c in _ARTIFACT_COLS},
+            "config": json.dumps(art.config, sort_keys=True, default=str),
+            "path": self._store_path(art.path),
+            "created": art.created or now,
+            "updated": now,
+        }
+        cols = ", ".join(_ARTIFACT_COLS)
+        marks = ", ".join("?" for _ in _ARTIFACT_COLS)
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in _ARTIFACT_COLS if c not in ("id", "created")
+        )
+        with self._tx():
+            self._conn.execute(
+                f"INSERT INTO artifacts ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                [values[c] for c in _ARTIFACT_COLS],
+            )
+
+    def artifact(self, artifact_id: str) -> Artifact | None:
+        cols = ", ".join(_ARTIFACT_COLS)
+        row = self._conn.execute(
+            f"SELECT {cols} FROM artifacts WHERE id = ?", (artifact_id,)
+        ).fetchone()
+        return None if row is None else self._artifact(row)
+
+    def artifacts(
+        self,
+        *,
+        kind: str | None = None,
+        dataset: str | None = None,
+        method: str | None = None,
+    ) -> list[Artifact]:
+        where, args = _where({"kind": kind, "dataset": dataset, "method": method})
+        cols = ", ".join(_ARTIFACT_COLS)
+        rows = self._conn.execute(
+            f"SELECT {cols} FROM artifacts{where} ORDER BY created, id", args
+        ).fetchall()
+        return [self._artifact(r) for r in rows]
+
+    def _artifact(self, row: Sequence[Any]) -> Artifact:
+        data = dict(zip(_ARTIFACT_COLS, row, strict=True))
+        data["config"] = json.loads(data["config"])
+        data["path"] = self._load_path(data["path"])
+        return Artifact(**data)
+
+    # Evaluation settings and results -----------------------------------------------------------
+    def add_eval(self, eval_id: str, config: dict[str, Any]) -> None:
+        """Record an evaluation setting (a no-op when the id is known)."""
+        with self._tx():
+            self._conn.execute(
+                "INSERT INTO evals (id, config) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (eval_id, json.dumps(config, sort_keys=True, default=str)),
+            )
+
+    def eval_config(self, eval_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT config FROM evals WHERE id = ?", (eval_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def add_result(self, res: Result) -> None:
+        """Insert or replace the row of (artifact_id, arch, eval_id, eval_seed)."""
+        values = {c: getattr(res, c) for c in _RESULT_COLS}
+        values["created"] = res.created or _now()
+        cols = ", ".join(_RESULT_COLS)
+        marks = ", ".join("?" for _ in _RESULT_COLS)
+        key = ("artifact_id", "arch", "eval_id", "eval_seed")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _RESULT_COLS if c not in key)
+        try:
+            with self._tx():
+                self._conn.execute(
+                    f"INSERT INTO results ({cols}) VALUES ({marks}) "
+                    f"ON CONFLICT (artifact_id, arch, eval_id, eval_seed) DO UPDATE SET {updates}",
+                    [values[c] for c in _RESULT_COLS],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ArtifactError(
+                f"result for artifact {res.artifact_id} / eval {res.eval_id} refused ({exc}); "
+                "record the artifact (add_artifact) and the evaluation setting (add_eval) first"
+            ) from exc
+
+    def has_result(self, artifact_id: str, arch: str, eval_id: str, eval_seed: int) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM results WHERE artifact_id = ? AND arch = ? AND eval_id = ? "
+            "AND eval_seed = ?",
+            (artifact_id, arch, eval_id, int(eval_seed)),
+        ).fetchone()
+        return row is not None
+
+    def results(
+        self,
+        *,
+        datasets: Sequence[str] | None = None,
+        methods: Sequence[str] | None = None,
+        ipcs: Sequence[int] | None = None,
+        archs: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+        eval_id: str | None = None,
+        grid: str | None = None,
+        artifact_id: str | None = None,
+    ) -> list[ResultRow]:
+        """Result rows joined with their artifact, filtered; None means no filter.
+
+        `ipcs` keeps rows whose artifact has no IPC (full data) too: they belong to every IPC.
+        `grid` keeps the (artifact, evaluation setting) pairs that grid recorded.
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, values in (
+            ("a.dataset", datasets),
+            ("a.method", methods),
+            ("r.arch", archs),
+            ("a.seed", seeds),
+        ):
+            if values is not None:
+                clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                args.extend(values)
+        if ipcs is not None:
+            clauses.append(f"(a.ipc IS NULL OR a.ipc IN ({', '.join('?' for _ in ipcs)}))")
+            args.extend(int(i) for i in ipcs)
+        if eval_id is not None:
+            clauses.append("r.eval_id = ?")
+            args.append(eval_id)
+        if artifact_id is not None:
+            clauses.append("r.artifact_id = ?")
+            args.append(artifact_id)
+        if grid is not None:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM grid_cells g WHERE g.grid = ? AND "
+                "g.artifact_id = r.artifact_id AND g.eval_id = r.eval_id)"
+            )
+            args.append(grid)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        cols = ", ".join(f"r.{c}" for c in _RESULT_COLS)
+        rows = self._conn.execute(
+            f"SELECT {cols}, a.kind, a.dataset, a.method, a.ipc, a.seed, a.setting "
+            f"FROM results r JOIN artifacts a ON a.id = r.artifact_id{where} "
+            "ORDER BY a.dataset, a.method, a.ipc, a.seed, r.arch, r.eval_id, r.net_index, r.eval_seed",
+            args,
+        ).fetchall()
+        names = (*_RESULT_COLS, "kind", "dataset", "method", "ipc", "seed", "setting")
+        return [ResultRow(**dict(zip(names, row, strict=True))) for row in rows]
+
+    # Grids ------------------------------------------------------------------------------------
+    def add_grid_cell(self, grid: str, artifact_id: str, eval_id: str) -> None:
+        """Remember that `grid` uses this artifact with this evaluation setting."""
+        with self._tx():
+            self._conn.execute(
+                "INSERT INTO grid_cells (grid, artifact_id, eval_id) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (grid, artifact_id, eval_id),
+            )
+
+    def grids(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT grid FROM grid_cells ORDER BY 1")]
+
+    def count(self, table: str) -> int:
+        if table not in ("artifacts", "evals", "results", "grid_cells"):
+            raise ArtifactError(f"unknown table {table!r}")
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    items = [(k, v) for k, v in filters.items() if v is not None]
+    if not items:
+        return "", []
+    return " WHERE " + " AND ".join(f"{k} = ?" for k, _ in items), [v for _, v in items]

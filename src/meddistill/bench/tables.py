@@ -1,0 +1,511 @@
+"""Paper-style tables from the results database, as Markdown, CSV and LaTeX (booktabs).
+
+Every number is the mean ± POPULATION std (np.std, ddof=0, as the reference scripts and
+training.evaluate.mean_std) over all evaluation networks of a cell, pooled over the grid's
+seeds; accuracy in %, AUC as a fraction. Full-data and random-subset rows come first, as in
+the papers; the best method of each column is in bold (**x** in Markdown, \\textbf{x} in
+LaTeX; CSV has no markup). Values are compared as printed, so ties are all bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meddistill.bench.db import ResultRow, ResultsDB
+from meddistill.errors import ConfigError
+from meddistill.training.evaluate import mean_std
+
+BASELINE_ROWS = ("full", "random")
+# The order of the papers' tables: baselines, then older to newer methods.
+METHOD_ORDER = (
+    "full",
+    "random",
+    "dc",
+    "dsa",
+    "dm",
+    "idm",
+    "cafe",
+    "mtt",
+    "ftd",
+    "tesla",
+    "datm",
+    "att",
+    "ptm",
+    "hoptm",
+)
+METHOD_NAMES = {
+    "full": "Full dataset",
+    "random": "Random",
+    "dc": "DC",
+    "dsa": "DSA",
+    "dm": "DM",
+    "idm": "IDM",
+    "cafe": "CAFE",
+    "mtt": "MTT",
+    "ftd": "FTD",
+    "tesla": "TESLA",
+    "datm": "DATM",
+    "att": "ATT",
+    "ptm": "PTM",
+    "hoptm": "HoP-TM",
+}
+ARCH_NAMES = {
+    "convnet": "ConvNet",
+    "convnet3d": "ConvNet3D",
+    "lenet": "LeNet",
+    "alexnet": "AlexNet",
+    "vgg11": "VGG11",
+    "resnet18": "ResNet18",
+}
+CROSS_ARCHS = ("convnet", "lenet", "alexnet", "vgg11", "resnet18")
+METRICS = {"acc": (100.0, 2), "auc": (1.0, 3)}  # scale, decimals
+MISSING = "-"
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def arch_name(arch: str) -> str:
+    return ARCH_NAMES.get(arch, arch)
+
+
+@dataclass
+class Stat:
+    """Mean and population std over `n` networks (as fractions, unscaled)."""
+
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass
+class TableCell:
+    """One printed cell; `span` > 1 covers the next span-1 columns too (full-data rows)."""
+
+    stat: Stat | None = None
+    text: str = MISSING
+    bold: bool = False
+    span: int = 1
+
+
+@dataclass
+class Table:
+    """Rows of cells under column labels, optionally grouped (dataset over its IPCs)."""
+
+    title: str
+    row_header: str
+    columns: list[str]
+    rows: list[tuple[str, list[TableCell]]] = field(default_factory=list)
+    groups: list[tuple[str, int]] = field(default_factory=list)
+    rule_after: list[int] = field(default_factory=list)  # midrule after these row indices
+
+    def header(self) -> list[str]:
+        """Flat column labels: 'group column' when grouped."""
+        if not self.groups:
+            return list(self.columns)
+        labels = [g for g, width in self.groups for _ in range(width)]
+        return [f"{g} {c}" for g, c in zip(labels, self.columns, strict=True)]
+
+    def _flat_cells(self, cells: list[TableCell], mark: str) -> list[str]:
+        out = []
+        for cell in cells:
+            text = f"{mark}{cell.text}{mark}" if cell.bold and mark else cell.text
+            out.append(text)
+            out.extend("" for _ in range(cell.span - 1))
+        return out
+
+    def markdown(self) -> str:
+        lines = [
+            "| " + " | ".join([self.row_header, *self.header()]) + " |",
+            "|" + "|".join("---" for _ in range(len(self.columns) + 1)) + "|",
+        ]
+        for label, cells in self.rows:
+            lines.append("| " + " | ".join([label, *self._flat_cells(cells, "**")]) + " |")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([self.row_header, *self.header()])
+        for label, cells in self.rows:
+            writer.writerow([label, *self._flat_cells(cells, "")])
+        return buf.getvalue()
+
+    def latex(self) -> str:
+        """A booktabs tabular (needs \\usepackage{booktabs})."""
+        ncols = len(self.columns)
+        lines = [f"\\begin{{tabular}}{{l{'c' * ncols}}}", "\\toprule"]
+        if self.groups:
+            parts, rules, col = [""], [], 2
+            for label, width in self.groups:
+                parts.append(f"\\multicolumn{{{width}}}{{c}}{{{_tex(label)}}}")
+                rules.append(f"\\cmidrule(lr){{{col}-{col + width - 1}}}")
+                col += width
+            lines.append(" & ".join(parts) + " \\\\")
+            lines.append(" ".join(rules))
+        lines.append(" & ".join(_tex(c) for c in [self.row_header, *self.columns]) + " \\\\")
+        lines.append("\\midrule")
+        for i, (label, cells) in enumerate(self.rows):
+            parts = [_tex(label)]
+            for cell in cells:
+                text = _tex_value(cell.text)
+                if cell.bold:
+                    text = f"\\textbf{{{text}}}"
+                if cell.span > 1:
+                    text = f"\\multicolumn{{{cell.span}}}{{c}}{{{text}}}"
+                parts.append(text)
+            lines.append(" & ".join(parts) + " \\\\")
+            if i in self.rule_after and i < len(self.rows) - 1:
+                lines.append("\\midrule")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def render(self, fmt: str) -> str:
+        """'markdown' | 'md' | 'csv' | 'latex' | 'tex'."""
+        key = fmt.lower()
+        if key in ("markdown", "md"):
+            return self.markdown()
+        if key == "csv":
+            return self.csv()
+        if key in ("latex", "tex"):
+            return self.latex()
+        raise ConfigError(f"unknown table format '{fmt}'; use markdown, csv or latex")
+
+
+_TEX_ESCAPES = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(c, c) for c in text)
+
+
+def _tex_value(text: str) -> str:
+    if text == MISSING:
+        return "--"
+    return _tex(text).replace(" ± ", " $\\pm$ ")
+
+
+# ---------------------------------------------------------------------------------------------
+# From result rows to statistics
+# ---------------------------------------------------------------------------------------------
+
+Key = tuple[str, str, int | None, str]  # dataset, method, ipc, arch
+
+
+def collect(rows: Sequence[ResultRow], metric: str = "acc") -> dict[Key, Stat]:
+    """Mean ± population std per (dataset, method, ipc, arch), pooled over seeds.
+
+    A cell fed by two different settings (another config or evaluation, e.g. two grids with
+    different iterations) is refused: their networks are not samples of one experiment.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric '{metric}'; use acc or auc")
+    values: dict[Key, list[float]] = {}
+    settings: dict[Key, set[tuple[str, str]]] = {}
+    for row in rows:
+        key = (row.dataset, row.method, row.ipc, row.arch)
+        value = row.acc if metric == "acc" else row.auc
+        if value is None:
+            continue
+        values.setdefault(key, []).append(float(value))
+        settings.setdefault(key, set()).add((row.setting, row.eval_id))
+    for key, found in settings.items():
+        if len(found) > 1:
+            dataset, method, ipc, arch = key
+            where = f"({dataset}, {method}" + ("" if ipc is None else f", IPC {ipc}") + f", {arch})"
+            raise ConfigError(
+                f"table cell {where} mixes results of {len(found)} different configurations or "
+                "evaluation settings; choose one grid with --grid NAME (or grid=NAME)"
+            )
+    return {k: Stat(*mean_std(v), len(v)) for k, v in values.items()}
+
+
+def _format(stat: Stat | None, metric: str) -> str:
+    if stat is None:
+        return MISSING
+    scale, digits = METRICS[metric]
+    return f"{scale * stat.mean:.{digits}f} ± {scale * stat.std:.{digits}f}"
+
+
+def _cell(stat: Stat | None, metric: str, span: int = 1) -> TableCell:
+    return TableCell(stat=stat, text=_format(stat, metric), span=span)
+
+
+def _bold_best(rows: list[tuple[str, list[TableCell]]], candidates: list[int], metric: str) -> None:
+    """Bold, per column, the highest mean as printed among the `candidates` rows."""
+    scale, digits = METRICS[metric]
+    ncols = max((len(cells) for _, cells in rows), default=0)
+    for col in range(ncols):
+        printed = {
+            i: round(scale * rows[i][1][col].stat.mean, digits)  # type: ignore[union-attr]
+            for i in candidates
+            if col < len(rows[i][1]) and rows[i][1][col].stat is not None
+        }
+        if not printed:
+            continue
+        best = max(printed.values())
+        for i, value in printed.items():
+            if value == best:
+                rows[i][1][col].bold = True
+
+
+def _order_methods(methods: set[str]) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in methods]
+    return known + sorted(methods - set(METHOD_ORDER))
+
+
+def _metric_label(metric: str) -> str:
+    return "accuracy (%)" if metric == "acc" else "AUC"
+
+
+# ---------------------------------------------------------------------------------------------
+# The tables
+# ---------------------------------------------------------------------------------------------
+
+
+def main_table(
+    db: ResultsDB,
+    *,
+    arch: str = "convnet",
+    metric: str = "acc",
+    grid: str | None = None,
+    datasets: Sequence[str] | None = None,
+    ipcs: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Table:
+    """Methods x (dataset, IPC) on one evaluation architecture (HoP-TM Tables 1-2, PTM 2-3).
+
+    Rows: full data (one value over all IPCs of its dataset), random subsets, then the methods
+    (`methods` order, else the papers' order); columns grouped by dataset, IPC ascending.
+    """
+    rows = db.results(archs=[arch], grid=grid, datasets=datasets, ipcs=ipcs, methods=methods)
+    stats = collect(rows, metric)
+    if not stats:
+        raise ConfigError(f"no results for {arch} with these filters; run `meddistill bench` first")
+    ds_list = list(datasets) if datasets else sorted({k[0] for k in stats})
+    ipcs_of = {
+        ds: list(ipcs) if ipcs else sorted({k[2] for k in stats if k[0] == ds and k[2] is not None})
+        for ds in ds_list
+    }
+    ds_list = [ds for ds in ds_list if ipcs_of[ds]]
+    if not ds_list:
+        raise ConfigError("no results at any IPC with these filters; run `meddistill bench` first")
+    present = {k[1] for k in stats}
+    order = list(methods) if methods else _order_methods(present)
+    baselines = [m for m in BASELINE_ROWS if m in present and m in order]
+    others = [m for m in order if m not in BASELINE_ROWS]
+    table = Table(
+        title=f"{arch_name(arch)}: {_metric_label(metric)}, mean ± std over networks",
+        row_header="Method",
+        columns=[f"IPC {i}" for ds in ds_list for i in ipcs_of[ds]],
+        groups=[(ds, len(ipcs_of[ds])) for ds in ds_list],
+    )
+    for method in [*baselines, *others]:
+        cells: list[TableCell] = []
+        for ds in ds_list:
+            if method == "full":
+                cells.append(_cell(stats.get((ds, "full", None, arch)), metric, len(ipcs_of[ds])))
+            else:
+                cells += [_cell(stats.get((ds, method, i, arch)), metric) for i in ipcs_of[ds]]
+        table.rows.append((method_name(method), _expand(cells)))
+    if baselines and others:
+        table.rule_after.append(len(baselines) - 1)
+    _bold_best(table.rows, list(range(len(baselines), len(table.rows))), metric)
+    for _, cells in table.rows:
+        cells[:] = _collapse(cells)
+    return table
+
+
+def _expand(cells: list[TableCell]) -> list[TableCell]:
+    """One entry per column (a spanning cell followed by placeholders) so columns line up."""
+    out: list[TableCell] = []
+    for cell in cells:
+        out.append(cell)
+        out.extend(TableCell(text="", span=0) for _ in range(cell.span - 1))
+    return out
+
+
+def _collapse(cells: list[TableCell]) -> list[TableCell]:
+    return [c for c in cells if c.span > 0]
+
+
+def cross_arch_table(
+    db: ResultsDB,
+    *,
+    dataset: str | None = None,
+    ipc: int | None = None,
+    archs: Sequence[str] = CROSS_ARCHS,
+    metric: str = "acc",
+    grid: str | None = None,
+    methods: Sequence[str] | None = None,
+) -> Table:
+    """Methods x evaluation architectures for one dataset and IPC (PTM Table 4).
+
+    `dataset` / `ipc` may be left out when the database (after the filters) holds only one.
+    """
+    rows = db.results(
+        grid=grid,
+        datasets=[dataset] if dataset else None,
+        ipcs=[ipc] if ipc is not None else None,
+        archs=list(archs),
+        methods=methods,
+    )
+    dataset = dataset or _only({r.dataset for r in rows}, "dataset", "--dataset")
+    ipc = (
+        ipc
+        if ipc is not None
+        else _only({r.ipc for r in rows if r.ipc is not None}, "IPC", "--ipc")
+    )
+    stats = collect([r for r in rows if r.dataset == dataset], metric)
+    present = {k[1] for k in stats if k[2] in (ipc, None)}
+    if not present - {"full"}:
+        raise ConfigError(f"no results for {dataset} at IPC {ipc}; run `meddistill bench` first")
+    order = list(methods) if methods else _order_methods(present)
+    baselines = [m for m in BASELINE_ROWS if m in present and m in order]
+    others = [m for m in order if m not in BASELINE_ROWS]
+    table = Table(
+        title=f"{dataset}, IPC {ipc}: {_metric_label(metric)} by evaluation architecture",
+        row_header="Method",
+        columns=[arch_name(a) for a in archs],
+    )
+    for method in [*baselines, *others]:
+        key_ipc = None if method == "full" else ipc
+        cells = [_cell(stats.get((dataset, method, key_ipc, a)), metric) for a in archs]
+        table.rows.append((method_name(method), cells))
+    if baselines and others:
+        table.rule_after.append(len(baselines) - 1)
+    _bold_best(table.rows, list(range(len(baselines), len(table.rows))), metric)
+    return table
+
+
+def ipc_vs_table(
+    db: ResultsDB,
+    ours: str,
+    ipc: int,
+    theirs: Sequence[str],
+    their_ipcs: Sequence[int],
+    *,
+    dataset: str | None = None,
+    arch: str = "convnet",
+    metric: str = "acc",
+    grid: str | None = None,
+) -> Table:
+    """'Our IPC k against their IPC j' (PTM Table 5): rows their IPCs, columns their methods,
+    and a last row with our method at IPC k, one value spanning every column."""
+    if not theirs or not their_ipcs:
+        raise ConfigError("ipc_vs_table needs at least one other method and one of their IPCs")
+    rows = db.results(
+        grid=grid,
+        datasets=[dataset] if dataset else None,
+        ipcs=sorted({ipc, *their_ipcs}),
+        archs=[arch],
+        methods=[ours, *theirs],
+    )
+    dataset = dataset or _only({r.dataset for r in rows}, "dataset", "--dataset")
+    stats = collect([r for r in rows if r.dataset == dataset], metric)
+    if not stats:
+        raise ConfigError(f"no results for {dataset} with these methods; run `meddistill bench`")
+    table = Table(
+        title=(
+            f"{dataset}: {method_name(ours)} at IPC {ipc} against other methods at IPC "
+            f"{', '.join(map(str, their_ipcs))} ({arch_name(arch)}, {_metric_label(metric)})"
+        ),
+        row_header="IPC",
+        columns=[method_name(m) for m in theirs],
+    )
+    for j in their_ipcs:
+        table.rows.append(
+            (str(j), [_cell(stats.get((dataset, m, j, arch)), metric) for m in theirs])
+        )
+    table.rule_after.append(len(table.rows) - 1)
+    ours_stat = stats.get((dataset, ours, ipc, arch))
+    table.rows.append(
+        (f"{method_name(ours)} (IPC {ipc})", [_cell(ours_stat, metric, span=len(theirs))])
+    )
+    return table
+
+
+def _only(values: set[Any], what: str, flag: str) -> Any:
+    if len(values) == 1:
+        return next(iter(values))
+    if not values:
+        raise ConfigError("no results found for this table; run `meddistill bench` first")
+    listed = ", ".join(sorted(map(str, values)))
+    raise ConfigError(f"the results hold several of {what}s ({listed}); choose one with {flag}")
+
+
+TABLE_KINDS = ("main", "cross-arch", "ipc-vs")
+
+
+def make_table(
+    db: ResultsDB,
+    kind: str = "main",
+    *,
+    grid: str | None = None,
+    metric: str = "acc",
+    arch: str = "convnet",
+    datasets: Sequence[str] | None = None,
+    ipcs: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+    archs: Sequence[str] | None = None,
+    ours: str | None = None,
+    theirs: Sequence[str] | None = None,
+) -> Table:
+    """One entry point for `meddistill table`: kind 'main', 'cross-arch' or 'ipc-vs'.
+
+    cross-arch: one dataset (datasets[0]) and one IPC (ipcs[0]), or the only ones present.
+    ipc-vs: `ours` at ipcs[0] against `theirs` at ipcs[1:].
+    """
+    if kind == "main":
+        return main_table(
+            db, arch=arch, metric=metric, grid=grid, datasets=datasets, ipcs=ipcs, methods=methods
+        )
+    if datasets is not None and len(datasets) > 1:
+        raise ConfigError(f"the {kind} table shows one dataset; give one --dataset")
+    dataset = datasets[0] if datasets else None
+    if kind == "cross-arch":
+        if ipcs is not None and len(ipcs) > 1:
+            raise ConfigError("the cross-arch table shows one IPC; give one --ipc")
+        return cross_arch_table(
+            db,
+            dataset=dataset,
+            ipc=ipcs[0] if ipcs else None,
+            archs=archs or CROSS_ARCHS,
+            metric=metric,
+            grid=grid,
+            methods=methods,
+        )
+    if kind == "ipc-vs":
+        if not ours or not theirs or not ipcs or len(ipcs) < 2:
+            raise ConfigError(
+                "the ipc-vs table needs --ours METHOD --theirs M1 M2 ... and --ipc K J1 J2 ... "
+                "(our IPC first, then theirs)"
+            )
+        return ipc_vs_table(
+            db,
+            ours,
+            ipcs[0],
+            theirs,
+            ipcs[1:],
+            dataset=dataset,
+            arch=arch,
+            metric=metric,
+            grid=grid,
+        )
+    raise ConfigError(f"unknown table kind '{kind}'; use {', '.join(TABLE_KINDS)}")

@@ -1,0 +1,115 @@
+"""The real glue to meddistill.jobs: one shared buffer, tiny distillations, reused on re-run.
+
+Tiny on purpose (8x8 images, ConvNet-1 of width 4, 2 iterations, 1 evaluation network of 2
+epochs): it checks folders, hashes and reuse, not accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meddistill import jobs
+from meddistill.bench.db import ResultsDB
+from meddistill.bench.grid import grid_from_dict, plan, run_grid
+
+
+def image_folder(root: Path, counts: dict[str, int], size: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
+    ds = image_folder(tmp_path / "ds", {"a": 6, "b": 6, "c": 6})
+    tiny = {
+        "dataset": {"name": f"folder:{ds}"},
+        "model": {"name": "convnet", "depth": 1, "width": 4},
+        "experts": {
+            "num_experts": 1,
+            "epochs": 2,
+            "train": {"epochs": 2, "lr": 0.01, "momentum": 0.0, "batch_size": 16},
+        },
+        "expert_optimizer": "sgd",
+        "match": {"iterations": 2},
+        "eval": {"num_nets": 1, "epochs": 2, "batch_size": 16},
+    }
+    grid = {
+        "name": "tiny",
+        "datasets": [{"name": "toy", "config": tiny}],
+        "methods": ["mtt", "hoptm", "dm"],
+        "method_overrides": {
+            m: [
+                "match.syn_steps=2",
+                "match.expert_epochs=1",
+                "match.max_start=1",
+                "match.step_size_param=log",
+                "match.lr_lr=1e-3",
+                "match.lr_img=10",
+            ]
+            for m in ("mtt", "hoptm")
+        },
+        "baselines": ["random"],
+        "ipcs": [1],
+        "seeds": [0],
+        "eval_archs": ["convnet"],
+        "device": "cpu",
+    }
+    runs = tmp_path / "runs"
+    summary = run_grid(grid_from_dict(grid), runs, progress=False, log=None)
+    assert summary["networks_trained"] == 4
+    with ResultsDB(runs / "results.sqlite") as db:
+        buffers = db.artifacts(kind="buffer")
+        synthetic = {a.method: a for a in db.artifacts(kind="synthetic")}
+        assert len(buffers) == 1  # both trajectory methods match the same experts
+        assert sorted(synthetic) == ["dm", "hoptm", "mtt"]
+        assert synthetic["mtt"].parent == synthetic["hoptm"].parent == buffers[0].id
+        assert synthetic["dm"].parent is None  # an objective method: no experts
+        synthetic = list(synthetic.values())
+        assert Path(buffers[0].path).parent == (runs / "buffers").resolve()
+        for art in synthetic:
+            assert (Path(art.path) / "synthetic.safetensors").is_file()
+            assert Path(art.path).parent.parent == (runs / "distill").resolve()
+            assert art.wall_s > 0 and art.peak_mem_mb is not None
+        rows = db.results()
+        assert len(rows) == 4 and all(0.0 <= r.acc <= 1.0 and r.epochs == 2 for r in rows)
+        syn_lr = {r.method: r.lr for r in rows}
+        assert syn_lr["random"] == 0.01 and syn_lr["mtt"] != 0.01  # the learned step size
+
+    # A database lost after the distillations (a kill between a job and its row): the jobs
+    # find their hash-named folders and resume there, nothing is trained twice.
+    for f in runs.glob("results.sqlite*"):
+        f.unlink()
+    run_grid(grid_from_dict(grid), runs, progress=False, log=None)
+    assert len(list((runs / "buffers").iterdir())) == 1
+    distilled = sorted((runs / "distill").iterdir())
+    assert len(distilled) == 3
+    for folder in distilled:
+        assert "resuming from" in (folder / "log.txt").read_text()
+
+    # Run again with another evaluation architecture: no expert, no distillation is redone.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished artifact was made again")
+
+    monkeypatch.setattr(jobs, "run_distill", refuse)
+    monkeypatch.setattr(jobs, "run_buffer", refuse)
+    grid["eval_archs"] = ["convnet", "lenet"]
+    again = run_grid(grid_from_dict(grid), runs, progress=False, log=None)
+    assert again["networks_trained"] == 4 and again["skipped"] == 0
+    with ResultsDB(runs / "results.sqlite") as db:
+        assert db.count("results") == 8 and db.count("artifacts") == 5
+        cells = plan(grid_from_dict(grid))
+        assert {c.artifact_id for c in cells} == {a.id for a in db.artifacts()} - {
+            a.id for a in db.artifacts(kind="buffer")
+        }
