@@ -13,7 +13,7 @@ DISTILL_PRESETS = sorted(p for p in CONFIGS.rglob("ipc*.yaml") if p.parent.name 
 
 def test_presets_exist_for_every_cpu_dataset_and_method():
     for ds in ("bloodmnist", "breastmnist", "pneumoniamnist", "busi"):
-        for method in ("hoptm", "ptm", "mtt", "ftd", "datm", "tesla", "att"):
+        for method in ("hoptm", "ptm", "mtt", "ftd", "datm", "tesla", "att", "dm", "dsa", "dc"):
             for ipc in (1, 10):
                 assert (CONFIGS / ds / method / f"ipc{ipc}.yaml").is_file()
 
@@ -25,7 +25,7 @@ def test_distill_preset_resolves(path):
     assert cfg.ipc == int(path.stem.removeprefix("ipc"))
     assert job.method == path.parent.name
     # windows must fit in the expert buffer the preset makes
-    if cfg.schedule in ("random", "growing"):
+    if getattr(cfg, "schedule", None) in ("random", "growing"):
         assert cfg.max_start - 1 + cfg.expert_epochs <= job.experts.epochs
     assert path.read_text().startswith("#")  # every preset says what it is
 
@@ -70,3 +70,12 @@ def test_baseline_and_buffer_presets_resolve():
         assert job.ipcs == [1, 10, 50]
     buf = resolve(BufferJob, load_yaml(CONFIGS / "buffer/cpu.yaml"))
     assert buf.buffer.num_experts == 5 and buf.buffer.model.width == 32
+
+
+def test_cpu_bench_grid_plans():
+    from meddistill.bench.grid import load_grid, plan
+
+    cells = plan(load_grid(CONFIGS / "bench/cpu.yaml"))
+    methods = {c.method for c in cells}
+    assert {"hoptm", "ptm", "mtt", "datm", "dm", "dsa", "random", "full"} <= methods
+    assert {c.dataset for c in cells} == {"bloodmnist", "breastmnist", "pneumoniamnist", "busi"}
