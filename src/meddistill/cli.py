@@ -142,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--ours")
     tab.add_argument("--theirs", nargs="+")
 
+    rep = sub.add_parser(
+        "report", help="write DIR/report.html: a static page for a run or benchmark"
+    )
+    rep.add_argument(
+        "path",
+        metavar="DIR",
+        help="a run folder (runs/distill/...) or a benchmark folder (holds results.sqlite)",
+    )
+    rep.add_argument(
+        "--no-figures", action="store_true", help="skip the analysis figures (no matplotlib needed)"
+    )
+    rep.add_argument("--grid", help="benchmark: only the results of this grid")
+
     exp = sub.add_parser("export", help="write a synthetic set as a MedMNIST-style npz (uint8)")
     exp.add_argument("synthetic", help="synthetic set folder (holds synthetic.safetensors)")
     exp.add_argument("--format", default="npz", choices=["npz"], help="output format")
@@ -388,6 +401,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from meddistill.report.html import build_report
+
+    print(f"wrote {build_report(args.path, figures=not args.no_figures, grid=args.grid)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from meddistill.jobs import run_export
 
@@ -419,6 +439,7 @@ COMMANDS = {
     "coreset": cmd_coreset,
     "bench": cmd_bench,
     "table": cmd_table,
+    "report": cmd_report,
 }
 
 

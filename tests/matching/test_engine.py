@@ -167,3 +167,12 @@ def test_retraining_point_restores_complement_snapshot(toy, toy_buffer, tmp_path
     complement = ~dist.foundation
     assert torch.equal(state.images[complement], snap)
     assert 2 not in state.snapshots
+
+
+def test_snapshots_every_k_iterations_for_the_report(toy, toy_buffer, tmp_path):
+    from meddistill.matching.snapshots import load_snapshots
+
+    syn = _distiller(_cfg(iterations=4, snapshot_every=2), toy, toy_buffer, tmp_path).run()
+    snaps = load_snapshots(tmp_path)
+    assert [it for it, *_ in snaps] == [1, 2, 4]
+    assert torch.equal(snaps[-1][1], syn.images)

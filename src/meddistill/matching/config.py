@@ -92,6 +92,7 @@ class MatchConfig:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_nets=2, epochs=300))
     checkpoint_every: int = 25
     log_every: int = 1
+    snapshot_every: int = 0  # save the images every k iterations (report: MMD over the run)
 
     def __post_init__(self) -> None:
         positive = {

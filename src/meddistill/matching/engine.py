@@ -32,6 +32,7 @@ from meddistill.experts.store import TrajectoryStore
 from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.schedule import Window, check_schedule, retraining_schedule, sample_window
+from meddistill.matching.snapshots import save_snapshot
 from meddistill.matching.state import DistillState
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
 from meddistill.models import ModelSpec, build_model, frozen_mask
@@ -507,6 +508,8 @@ class Distiller:
             )
             bar.update(1)
             done = state.iteration
+            if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == 1):
+                save_snapshot(self.out_dir, done, state.images, self.hard_labels)
             if cfg.eval_every and evaluate and done % cfg.eval_every == 0 and done < cfg.iterations:
                 self.on_metric(
                     {
