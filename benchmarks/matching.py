@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from meddistill.augment import DSA
 from meddistill.matching.losses import normalized_param_loss
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
+from meddistill.memory import proc_status_kb, reset_peak_rss
 from meddistill.models import ModelSpec, build_model, count_params, flatten_params
 from meddistill.utils import derive_seed, make_generator
 
@@ -106,30 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return _proc_status_kb("VmHWM") is not None
-
-
 def _limit_address_space(budget_mb: float) -> None:
     """Cap this worker's address space at its current size + budget (allocations then fail)."""
-    size_kb = _proc_status_kb("VmSize")
+    size_kb = proc_status_kb("VmSize")
     if size_kb is None or budget_mb <= 0:
         return
     limit = int(size_kb * 1024 + budget_mb * 2**20)
@@ -151,8 +131,8 @@ class MemoryProbe:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             self.method = "cuda max_memory_allocated"
-        elif _reset_peak_rss():
-            self.base = _proc_status_kb("VmRSS") * 1024
+        elif reset_peak_rss():
+            self.base = proc_status_kb("VmRSS") * 1024
             self.method = "VmHWM after clear_refs"
         else:
             self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -163,7 +143,7 @@ class MemoryProbe:
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method.startswith("VmHWM"):
-            peak = _proc_status_kb("VmHWM") * 1024
+            peak = proc_status_kb("VmHWM") * 1024
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return max(0, peak - self.base) / 2**20

@@ -11,6 +11,7 @@ import torch
 from meddistill.bench import db as dbmod
 from meddistill.bench.db import Artifact, Result, ResultsDB, measure_stage
 from meddistill.errors import ArtifactError
+from meddistill.memory import reset_peak_rss
 
 
 def artifact(
@@ -206,7 +207,7 @@ def test_results_filters(tmp_path: Path) -> None:
 
 
 def test_measure_stage_reports_time_and_peak_memory() -> None:
-    if not dbmod._reset_peak_rss():
+    if not reset_peak_rss():
         pytest.skip("this kernel cannot reset the peak RSS mark (/proc/self/clear_refs)")
     with measure_stage("cpu") as stage:
         block = torch.ones(48 * 2**20 // 4)  # 48 MB, written, so resident

@@ -55,6 +55,7 @@ import torch
 
 from meddistill import __version__
 from meddistill.errors import ArtifactError
+from meddistill.memory import proc_status_kb, reset_peak_rss
 
 SCHEMA_VERSION = 1
 KINDS = ("buffer", "synthetic", "baseline")
@@ -136,26 +137,6 @@ class Stage:
     device: str = "cpu"
 
 
-def _status_kb(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") is not None and _status_kb("VmRSS") is not None
-
-
 @contextlib.contextmanager
 def measure_stage(device: torch.device | str = "cpu") -> Iterator[Stage]:
     """Measure the wall time and peak memory of the `with` block (CUDA work is waited for)."""
@@ -166,8 +147,8 @@ def measure_stage(device: torch.device | str = "cpu") -> Iterator[Stage]:
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
         stage.mem_kind = "cuda_allocated"
-    elif _reset_peak_rss():
-        base = (_status_kb("VmRSS") or 0) * 1024
+    elif reset_peak_rss():
+        base = (proc_status_kb("VmRSS") or 0) * 1024
         stage.mem_kind = "rss_hwm"
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -180,7 +161,7 @@ def measure_stage(device: torch.device | str = "cpu") -> Iterator[Stage]:
             torch.cuda.synchronize(dev)
             peak = torch.cuda.max_memory_allocated(dev)
         elif stage.mem_kind == "rss_hwm":
-            peak = (_status_kb("VmHWM") or 0) * 1024
+            peak = (proc_status_kb("VmHWM") or 0) * 1024
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         stage.wall_s = time.perf_counter() - start

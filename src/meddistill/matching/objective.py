@@ -325,6 +325,29 @@ class InnerLoopNetwork:
             self.model.load_state_dict(own)
 
 
+class InnerLoopObjective(Objective):
+    """An objective with a network trained in an inner loop on the synthetic set (DC, DSA,
+    CAFE): the network steps after each image update and is part of the checkpoint."""
+
+    net: InnerLoopNetwork
+
+    def after_update(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        real: RealSampler,
+        generator: torch.Generator,
+        step: int,
+    ) -> None:
+        self.net.after_update(images, labels, step, generator)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.net.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_tensors(tensors)
+
+
 def initial_images(
     dataset: MedicalDataset, ipc: int, seed: int, init: str, device: torch.device
 ) -> torch.Tensor:

@@ -36,7 +36,7 @@ from meddistill.errors import ConfigError
 from meddistill.matching.objective import (
     InnerLoopConfig,
     InnerLoopNetwork,
-    Objective,
+    InnerLoopObjective,
     ObjectiveContext,
     RealSampler,
 )
@@ -135,7 +135,7 @@ def discrimination_loss(
     return F.cross_entropy(real_emb @ syn_centres.t(), real_labels, reduction="sum")
 
 
-class FeatureAlignment(Objective):
+class FeatureAlignment(InnerLoopObjective):
     """CAFE's objective on DC's inner-loop network."""
 
     def __init__(self, cfg: CAFEConfig, ctx: ObjectiveContext) -> None:
@@ -190,22 +190,6 @@ class FeatureAlignment(Objective):
             "discrimination": float(disc.detach()),
         }
         return layers + cfg.embed_weight * embed + cfg.discrimination_weight * disc
-
-    def after_update(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        real: RealSampler,
-        generator: torch.Generator,
-        step: int,
-    ) -> None:
-        self.net.after_update(images, labels, step, generator)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.net.state_tensors()
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.net.load_state_tensors(tensors)
 
 
 def build(cfg: CAFEConfig, ctx: ObjectiveContext) -> FeatureAlignment:

@@ -30,7 +30,7 @@ from meddistill.matching.objective import (
     LOOPS,
     InnerLoopConfig,
     InnerLoopNetwork,
-    Objective,
+    InnerLoopObjective,
     ObjectiveContext,
     RealSampler,
     loops_for_ipc,
@@ -108,7 +108,7 @@ def gradient_distance(
     raise ConfigError(f"unknown dis_metric '{metric}'; choose ours, mse or cos")
 
 
-class GradientMatching(Objective):
+class GradientMatching(InnerLoopObjective):
     """DC (and, with siamese DSA, DSA): per-class gradient matching on an inner-loop network."""
 
     def __init__(self, cfg: DCConfig, ctx: ObjectiveContext) -> None:
@@ -144,22 +144,6 @@ class GradientMatching(Objective):
             total = total + gradient_distance(g_real, list(g_syn), self.cfg.dis_metric)
         self.metrics = {"outer_step": float(step % self.steps_per_iteration)}
         return total
-
-    def after_update(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        real: RealSampler,
-        generator: torch.Generator,
-        step: int,
-    ) -> None:
-        self.net.after_update(images, labels, step, generator)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.net.state_tensors()
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.net.load_state_tensors(tensors)
 
 
 def build(cfg: DCConfig, ctx: ObjectiveContext) -> GradientMatching:
