@@ -422,8 +422,6 @@ def run_distill(job: DistillJob, runs_root: str | Path, progress: bool = True) -
         syn.meta.update({"buffer": str(store.path)})
     distill_s = time.perf_counter() - start
     syn.meta.update({"seed": cfg.seed})
-    syn.save(out / "synthetic")
-    save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
     results: dict[str, Any] = {
         "method": job.method,
         "dataset": dataset.name,
@@ -431,27 +429,62 @@ def run_distill(job: DistillJob, runs_root: str | Path, progress: bool = True) -
         "syn_lr": syn.syn_lr,
         "buffer_s": round(buffer_s, 1),
         "distill_s": round(distill_s, 1),
-        "synthetic": str(out / "synthetic"),
-        "run_dir": str(out),
-        "rows": [],
     }
-    if job.final_eval:
+    lr = job.eval.lr if job.eval.lr is not None else syn.syn_lr
+    return _finish_set(
+        run,
+        syn,
+        results,
+        dataset,
+        job.eval if job.final_eval else None,
+        job.model,
+        seed=derive_seed(cfg.seed, "final-eval"),
+        lr=lr,
+        label=job.method,
+        ipc=cfg.ipc,
+        strategy=strategy,
+        progress=progress,
+    )
+
+
+def _finish_set(
+    run: RunDir,
+    syn: SyntheticSet,
+    results: dict[str, Any],
+    dataset: MedicalDataset,
+    eval_cfg: EvalConfig | None,
+    spec: ModelSpec,
+    *,
+    seed: int,
+    lr: float | None,
+    label: str,
+    ipc: int,
+    strategy: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Save a made set (synthetic/, grids/), evaluate it when asked, write results.json."""
+    out = run.path
+    syn.save(out / "synthetic")
+    save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
+    results.update({"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": []})
+    if eval_cfg is not None:
         t0 = time.perf_counter()
-        job.eval.dsa_strategy = strategy
+        eval_cfg.dsa_strategy = strategy
+        device = dataset.train.images.device
         report = evaluate_set(
             syn.images.to(device),
             syn.labels.to(device),
             dataset,
-            job.eval,
-            base_spec=job.model,
-            seed=derive_seed(cfg.seed, "final-eval"),
-            lr=job.eval.lr if job.eval.lr is not None else syn.syn_lr,
+            eval_cfg,
+            base_spec=spec,
+            seed=seed,
+            lr=lr,
             progress=progress,
         )
         row = {
-            "set": job.method,
-            "ipc": cfg.ipc,
-            "lr": syn.syn_lr,
+            "set": label,
+            "ipc": ipc,
+            "lr": lr,
             **report.to_dict(),
             "wall_s": round(time.perf_counter() - t0, 1),
         }
@@ -519,41 +552,26 @@ def run_coreset(job: CoresetJob, runs_root: str | Path, progress: bool = True) -
         generator=make_generator(derive_seed(job.seed, "coreset", job.ipc)),
         meta={"method": job.selection, "seed": job.seed},
     )
-    syn.save(out / "synthetic")
-    save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
     results: dict[str, Any] = {
         "method": job.selection,
         "dataset": dataset.name,
         "ipc": job.ipc,
         "select_s": round(time.perf_counter() - start, 1),
-        "synthetic": str(out / "synthetic"),
-        "run_dir": str(out),
-        "rows": [],
     }
-    if job.final_eval:
-        t0 = time.perf_counter()
-        job.eval.dsa_strategy = job.dataset.strategy()
-        report = evaluate_set(
-            syn.images.to(device),
-            syn.labels.to(device),
-            dataset,
-            job.eval,
-            base_spec=job.model,
-            seed=derive_seed(job.seed, "final-eval"),
-            lr=job.eval.lr,
-            progress=progress,
-        )
-        row = {
-            "set": job.selection,
-            "ipc": job.ipc,
-            **report.to_dict(),
-            "wall_s": round(time.perf_counter() - t0, 1),
-        }
-        results["rows"].append(row)
-        run.metric(stage="final_eval", **_summary(row))
-    run.save_json("results.json", results)
-    run.close()
-    return results
+    return _finish_set(
+        run,
+        syn,
+        results,
+        dataset,
+        job.eval if job.final_eval else None,
+        job.model,
+        seed=derive_seed(job.seed, "final-eval"),
+        lr=job.eval.lr,
+        label=job.selection,
+        ipc=job.ipc,
+        strategy=job.dataset.strategy(),
+        progress=progress,
+    )
 
 
 def run_export(synthetic: str | Path, out: str | Path) -> Path:
