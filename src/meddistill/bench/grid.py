@@ -467,6 +467,38 @@ def _eval_setting(
     return setting, cfg, base_spec
 
 
+def _cell(
+    index: int,
+    dataset: str,
+    method: str,
+    ipc: int,
+    seed: int,
+    kind: str,
+    config: dict[str, Any],
+    identity: dict[str, Any],
+    setting: dict[str, Any],
+    grid: GridSpec,
+    num_nets: int,
+) -> Cell:
+    """A planned cell: its artifact id hashes what produces it plus the seed; `setting` drops
+    the seed (so seeds of one setting pool in the tables); eval_id hashes the evaluation."""
+    return Cell(
+        index=index,
+        dataset=dataset,
+        method=method,
+        ipc=ipc,
+        seed=seed,
+        kind=kind,
+        config=config,
+        artifact_id=stable_hash({**identity, "seed": seed}),
+        setting=stable_hash(identity),
+        eval=setting,
+        eval_id=stable_hash(setting),
+        archs=list(grid.eval_archs),
+        num_nets=num_nets,
+    )
+
+
 def _baseline_cell(
     grid: GridSpec, entry: DatasetEntry, method: str, ipc: int | None, seed: int, index: int
 ) -> Cell:
@@ -481,20 +513,9 @@ def _baseline_cell(
         "dataset": _dataset_identity(config["dataset"]),
         "ipc": ipc,
     }
-    return Cell(
-        index=index,
-        dataset=entry.name,
-        method=method,
-        ipc=ipc,
-        seed=seed,
-        kind="baseline",
-        config=config,
-        artifact_id=stable_hash({**identity, "seed": seed}),
-        setting=stable_hash(identity),
-        eval=setting,
-        eval_id=stable_hash(setting),
-        archs=list(grid.eval_archs),
-        num_nets=grid.full_nets if method == "full" else cfg.num_nets,
+    num_nets = grid.full_nets if method == "full" else cfg.num_nets
+    return _cell(
+        index, entry.name, method, ipc, seed, "baseline", config, identity, setting, grid, num_nets
     )
 
 
@@ -534,20 +555,18 @@ def _method_cell(
     data.pop("eval", None)  # evaluated by the grid: the job's own eval must not change its hash
     config = registered.resolve(method, data) if registered.resolve else data
     identity = {"kind": "synthetic", "method": method, "ipc": ipc, "config": _identity(config)}
-    return Cell(
-        index=index,
-        dataset=entry.name,
-        method=method,
-        ipc=ipc,
-        seed=seed,
-        kind="synthetic",
-        config=config,
-        artifact_id=stable_hash({**identity, "seed": seed}),
-        setting=stable_hash(identity),
-        eval=setting,
-        eval_id=stable_hash(setting),
-        archs=list(grid.eval_archs),
-        num_nets=cfg.num_nets,
+    return _cell(
+        index,
+        entry.name,
+        method,
+        ipc,
+        seed,
+        "synthetic",
+        config,
+        identity,
+        setting,
+        grid,
+        cfg.num_nets,
     )
 
 
