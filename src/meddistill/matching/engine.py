@@ -33,7 +33,7 @@ from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.schedule import Window, check_schedule, retraining_schedule, sample_window
 from meddistill.matching.snapshots import save_snapshot
-from meddistill.matching.state import DistillState
+from meddistill.matching.state import DistillState, prepare_run_folder
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
 from meddistill.models import ModelSpec, build_model, frozen_mask
 from meddistill.models.functional import functional_forward
@@ -487,9 +487,7 @@ class Distiller:
     ) -> SyntheticSet:
         """Iterate to cfg.iterations (resuming if a checkpoint exists); return the final set."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.out_dir.glob(f".{CHECKPOINT}.*.tmp"):
-            stale.unlink()  # left by a kill during a checkpoint write; the last good one stays
+        prepare_run_folder(self.out_dir, CHECKPOINT)
         state, generator = self._load_or_init()
         bar = tqdm(
             total=cfg.iterations,

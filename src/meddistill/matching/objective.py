@@ -40,6 +40,7 @@ from meddistill.data.dataset import MedicalDataset, Split
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
 from meddistill.matching.engine import CHECKPOINT
+from meddistill.matching.state import prepare_run_folder
 from meddistill.models import ModelSpec, build_model
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
@@ -557,7 +558,7 @@ class ObjectiveDistiller:
     ) -> SyntheticSet:
         """Step to iterations * steps_per_iteration (resuming if a checkpoint exists)."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_folder(self.out_dir, CHECKPOINT)
         state, generator = self._load_or_init()
         bar = tqdm(
             total=self.total_steps,
