@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--plan", action="store_true", help="list the cells and what is done; run nothing"
     )
+    bench.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help="run only these datasets of the grid (e.g. one process per share, to use more "
+        "cores; the results land in the same database and tables)",
+    )
 
     tab = sub.add_parser("table", help="paper-style tables from the results database")
     tab.add_argument("--runs-dir", default="runs")
@@ -361,6 +368,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from meddistill.bench.grid import DB_FILE, cell_status, format_status, load_grid, plan, run_grid
 
     grid = load_grid(args.grid, list(args.overrides))
+    if args.datasets:
+        grid = grid.only_datasets(args.datasets)
     db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE)
     if args.plan:
         print(format_status(cell_status(plan(grid), db)))

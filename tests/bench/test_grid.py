@@ -200,6 +200,37 @@ def test_method_presets_are_merged(root: Path) -> None:
     assert cells[0].config["model"]["width"] == 4
 
 
+def test_dataset_method_overrides_and_dataset_shares(root: Path) -> None:
+    write_yaml(
+        root / "other.yaml", {**PRESET, "model": {"name": "convnet", "depth": 1, "width": 8}}
+    )
+    data = grid_dict(
+        ipcs=[1], seeds=[0], baselines=[], method_overrides={"mtt": ["match.syn_steps=7"]}
+    )
+    data["datasets"] = [
+        {"name": "toy", "preset": "toy.yaml", "method_overrides": {"MTT": ["match.syn_steps=2"]}},
+        {"name": "other", "preset": "other.yaml"},
+    ]
+    grid = grid_from_dict(data, root=root)
+    steps = {(c.dataset, c.method): c.config["match"]["syn_steps"] for c in plan(grid)}
+    # the dataset's own override comes last; hoptm keeps its default (its method's 80 steps
+    # shortened by nothing here)
+    assert steps[("toy", "mtt")] == 2 and steps[("other", "mtt")] == 7
+    assert steps[("toy", "hoptm")] == steps[("other", "hoptm")] != 2
+    share = grid.only_datasets(["other"])
+    assert [c.dataset for c in plan(share)] == ["other", "other"]
+    same = {c.label(): c.artifact_id for c in plan(grid)}
+    assert all(same[c.label()] == c.artifact_id for c in plan(share))  # identities unchanged
+    assert share.name == grid.name
+    with pytest.raises(
+        ConfigError, match=r"dataset\(s\) nope not in grid g; its datasets: toy, other"
+    ):
+        grid.only_datasets(["nope"])
+    data["datasets"][0]["method_overrides"] = {"dm": ["match.iterations=1"]}
+    with pytest.raises(ConfigError, match=r"grid.datasets\[toy\].method_overrides names dm"):
+        grid_from_dict(data, root=root)
+
+
 # ---------------------------------------------------------------------------------------------
 # Running and resuming, with a fake method and fake networks
 # ---------------------------------------------------------------------------------------------

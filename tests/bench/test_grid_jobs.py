@@ -15,6 +15,7 @@ from PIL import Image
 from meddistill import jobs
 from meddistill.bench.db import ResultsDB
 from meddistill.bench.grid import grid_from_dict, plan, run_grid
+from meddistill.data.synthetic import SyntheticSet
 
 
 def image_folder(root: Path, counts: dict[str, int], size: int = 8) -> Path:
@@ -113,3 +114,41 @@ def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
         assert {c.artifact_id for c in cells} == {a.id for a in db.artifacts()} - {
             a.id for a in db.artifacts(kind="buffer")
         }
+
+
+def test_coreset_cells_need_no_method_preset_and_train_at_the_random_lr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
+    ds = image_folder(tmp_path / "ds", {"a": 6, "b": 6})
+    tiny = {
+        "dataset": {"name": f"folder:{ds}"},
+        "model": {"name": "convnet", "depth": 1, "width": 4},
+        "eval": {"num_nets": 1, "epochs": 2, "batch_size": 16},
+        "coreset": {"feature_epochs": 1},
+    }
+    grid = {
+        "name": "coresets",
+        "datasets": [{"name": "toy", "config": tiny}],
+        "methods": ["herding", "kcenter"],
+        "method_preset": "no/such/{method}/ipc{ipc}.yaml",  # coresets never read it
+        "baselines": [],
+        "ipcs": [2],
+        "seeds": [0],
+        "eval_archs": ["convnet"],
+        "random_lr": 0.02,
+        "device": "cpu",
+    }
+    cells = plan(grid_from_dict(grid))
+    assert [c.config["selection"] for c in cells] == ["herding", "kcenter"]
+    assert cells[0].config["feature_epochs"] == 1 and "match" not in cells[0].config
+    assert cells[0].eval["lr"] == 0.02
+    run_grid(grid_from_dict(grid), tmp_path / "runs", progress=False, log=None)
+    with ResultsDB(tmp_path / "runs" / "results.sqlite") as db:
+        rows = db.results()
+        assert sorted(r.method for r in rows) == ["herding", "kcenter"]
+        assert all(r.lr == 0.02 for r in rows)
+        for art in db.artifacts(kind="synthetic"):
+            syn = SyntheticSet.load(art.path)
+            assert syn.images.shape[0] == 4 and syn.meta["method"] == f"coreset-{art.method}"
+            assert art.wall_s is not None and art.wall_s >= 0

@@ -78,11 +78,14 @@ class DatasetEntry:
     `preset`: a YAML file with the dataset, model, experts and eval sections (e.g.
     configs/bloodmnist/cpu.yaml); `config`: a dict merged over it. The baselines and the
     evaluation of the real-data rows use this config; method cells merge it over their preset.
+    `method_overrides`: key=value texts for one method on this dataset only (e.g. fewer DM
+    iterations at 112 px), applied after the grid's own overrides.
     """
 
     name: str
     preset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,18 +148,10 @@ class GridSpec:
             raise ConfigError("grid.eval_archs is empty; name at least one, e.g. [convnet]")
         self.eval_archs = [a.lower() for a in self.eval_archs]
         _no_duplicates("grid.eval_archs", self.eval_archs)
-        self.method_overrides = {k.lower(): v for k, v in self.method_overrides.items()}
-        stray = sorted(set(self.method_overrides) - set(self.methods))
-        if stray:
-            raise ConfigError(
-                f"grid.method_overrides names {', '.join(stray)}, not in grid.methods "
-                f"({', '.join(self.methods)})"
-            )
-        for method, items in self.method_overrides.items():
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                raise ConfigError(
-                    f"grid.method_overrides.{method} must be a list of key=value texts"
-                )
+        self.method_overrides = self._checked_overrides("grid", self.method_overrides)
+        for entry in self.datasets:
+            where = f"grid.datasets[{entry.name}]"
+            entry.method_overrides = self._checked_overrides(where, entry.method_overrides)
         if "models" in self.eval:
             raise ConfigError("grid.eval.models is set; list the architectures in grid.eval_archs")
         if self.full_nets < 1:
@@ -169,6 +164,33 @@ class GridSpec:
                 raise ConfigError(
                     f"grid.exclude entry {rule!r}: use keys dataset, method, ipc and seed"
                 )
+
+    def _checked_overrides(self, where: str, table: dict[str, Any]) -> dict[str, list[str]]:
+        table = {k.lower(): v for k, v in table.items()}
+        stray = sorted(set(table) - set(self.methods))
+        if stray:
+            raise ConfigError(
+                f"{where}.method_overrides names {', '.join(stray)}, not in grid.methods "
+                f"({', '.join(self.methods)})"
+            )
+        for method, items in table.items():
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ConfigError(
+                    f"{where}.method_overrides.{method} must be a list of key=value texts"
+                )
+        return table
+
+    def only_datasets(self, names: Sequence[str]) -> GridSpec:
+        """The same grid restricted to some of its datasets (one process per share of the
+        datasets uses several cores; cells, identities and the grid name stay the same)."""
+        known = [d.name for d in self.datasets]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"dataset(s) {', '.join(unknown)} not in grid {self.name}; its datasets: "
+                f"{', '.join(known)}"
+            )
+        return dataclasses.replace(self, datasets=[d for d in self.datasets if d.name in names])
 
 
 def _no_duplicates(where: str, values: Sequence[Any]) -> None:
@@ -242,23 +264,28 @@ Resolver = Callable[[str, dict[str, Any]], dict[str, Any]]
 class _Registered:
     run: Runner
     resolve: Resolver | None
+    uses_method_preset: bool = True
 
 
 _RUNNERS: dict[str, _Registered] = {}
 
 
-def register_runner(name: str, run: Runner, resolve: Resolver | None = None) -> None:
+def register_runner(
+    name: str, run: Runner, resolve: Resolver | None = None, *, uses_method_preset: bool = True
+) -> None:
     """Make `name` usable in grid.methods.
 
     run(cell, ctx) makes the synthetic set of `cell` (its config is cell.config, its seed
     cell.seed, its IPC cell.ipc) and returns Produced(path=<synthetic-set folder>, stage=...).
     resolve(method, config) -> the validated, normalised config (raise ConfigError on bad
     input) at planning time, before anything runs; its result is hashed into the artifact id.
+    uses_method_preset=False: the method reads only the dataset preset (grid.method_preset
+    is not looked up for it).
     """
     key = name.lower()
     if key in BASELINES:
         raise ConfigError(f"'{name}' is a baseline name; choose another method name")
-    _RUNNERS[key] = _Registered(run, resolve)
+    _RUNNERS[key] = _Registered(run, resolve, uses_method_preset)
 
 
 def known_methods() -> list[str]:
@@ -353,6 +380,49 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
         parent=parent,
         meta={"run_dir": results["run_dir"], "syn_lr": results["syn_lr"]},
     )
+
+
+CORESET_METHODS = ("herding", "kcenter")
+
+
+def resolve_coreset_config(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A CoresetJob dict for a coreset cell: its dataset, feature network and IPC.
+
+    The dataset preset's `model` is the network whose features rank the images; `coreset:`
+    (e.g. {feature_epochs: 5}) may set the rest. Matching and expert settings are dropped:
+    they do not change a coreset.
+    """
+    section = dict(data.get("coreset", {}))
+    job = from_dict(
+        jobs.CoresetJob,
+        {
+            **section,
+            "dataset": data.get("dataset", {}),
+            "model": data.get("model", {}),
+            "selection": method,
+            "ipc": data["match"]["ipc"],
+            "final_eval": False,
+            "device": data.get("device", "auto"),
+        },
+    )
+    out = to_dict(job)
+    out.pop("eval", None)
+    out.pop("seed", None)  # the cell's seed is set when it runs
+    out.pop("out", None)
+    return out
+
+
+def run_coreset_method(cell: Cell, ctx: RunContext) -> Produced:
+    """`jobs.run_coreset` (no evaluation: the grid trains the networks)."""
+    job = from_dict(jobs.CoresetJob, {**cell.config, "seed": cell.seed, "final_eval": False})
+    ctx.log(f"  coreset: {cell.method} ipc {cell.ipc} seed {cell.seed}")
+    with measure_stage(ctx.device) as stage:
+        results = jobs.run_coreset(job, ctx.runs_root, progress=ctx.progress)
+    return Produced(path=results["synthetic"], stage=stage, meta={"run_dir": results["run_dir"]})
+
+
+for _name in CORESET_METHODS:
+    register_runner(_name, run_coreset_method, resolve_coreset_config, uses_method_preset=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +533,8 @@ def _eval_setting(
     else:
         setting["eval"] = {k: v for k, v in to_dict(cfg).items() if k not in ("models", "num_nets")}
         if cfg.lr is None:
-            setting["lr"] = grid.random_lr if method == "random" else "learned"
+            real = method == "random" or method in CORESET_METHODS  # real images: no learned lr
+            setting["lr"] = grid.random_lr if real else "learned"
     return setting, cfg, base_spec
 
 
@@ -525,7 +596,7 @@ def _method_cell(
     registered = _registered(method)
     where = f"({entry.name}, {method}, ipc {ipc})"
     data = _dataset_base(grid, entry) if entry.preset else {}
-    if grid.method_preset:
+    if grid.method_preset and registered.uses_method_preset:
         rel = grid.method_preset.format(dataset=entry.name, method=method, ipc=ipc)
         preset = _read_preset(grid, rel, where)
         if preset.get("method", method) != method:
@@ -543,6 +614,7 @@ def _method_cell(
     data = merge(data, entry.config)
     data = apply_overrides(data, grid.overrides)
     data = apply_overrides(data, grid.method_overrides.get(method, []))
+    data = apply_overrides(data, entry.method_overrides.get(method, []))
     data.setdefault("dataset", {})
     data["dataset"].setdefault("name", entry.name)
     data.setdefault("match", {})
@@ -680,7 +752,8 @@ def _eval_set(cell: Cell, ctx: RunContext, dataset: MedicalDataset, path: str | 
         syn = SyntheticSet.load(path)  # type: ignore[arg-type]
         syn.check_compatible(dataset, where=str(path))
         images, labels = syn.images.to(ctx.device), syn.labels.to(ctx.device)
-        lr, _ = resolve_lr(cfg.lr, syn.syn_lr)
+        fixed = cell.eval.get("lr", "learned")
+        lr, _ = resolve_lr(cfg.lr, syn.syn_lr if fixed == "learned" else float(fixed))
     return EvalSet(images, labels, cfg.train_config(lr), spec)
 
 
