@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these datasets of the grid (e.g. one process per share, to use more "
         "cores; the results land in the same database and tables)",
     )
+    bench.add_argument(
+        "--methods", nargs="+", metavar="NAME", help="run only these methods of the grid"
+    )
 
     tab = sub.add_parser("table", help="paper-style tables from the results database")
     tab.add_argument("--runs-dir", default="runs")
@@ -368,8 +371,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from meddistill.bench.grid import DB_FILE, cell_status, format_status, load_grid, plan, run_grid
 
     grid = load_grid(args.grid, list(args.overrides))
-    if args.datasets:
-        grid = grid.only_datasets(args.datasets)
+    if args.datasets or args.methods:
+        grid = grid.subset(args.datasets, args.methods)
     db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE)
     if args.plan:
         print(format_status(cell_status(plan(grid), db)))

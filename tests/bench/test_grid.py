@@ -217,7 +217,7 @@ def test_dataset_method_overrides_and_dataset_shares(root: Path) -> None:
     # shortened by nothing here)
     assert steps[("toy", "mtt")] == 2 and steps[("other", "mtt")] == 7
     assert steps[("toy", "hoptm")] == steps[("other", "hoptm")] != 2
-    share = grid.only_datasets(["other"])
+    share = grid.subset(datasets=["other"])
     assert [c.dataset for c in plan(share)] == ["other", "other"]
     same = {c.label(): c.artifact_id for c in plan(grid)}
     assert all(same[c.label()] == c.artifact_id for c in plan(share))  # identities unchanged
@@ -225,7 +225,12 @@ def test_dataset_method_overrides_and_dataset_shares(root: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"dataset\(s\) nope not in grid g; its datasets: toy, other"
     ):
-        grid.only_datasets(["nope"])
+        grid.subset(datasets=["nope"])
+    only_mtt = grid.subset(methods=["MTT"])  # its overrides go with it, the others' are dropped
+    assert [c.method for c in plan(only_mtt)] == ["mtt", "mtt"]
+    assert {c.label(): c.artifact_id for c in plan(only_mtt)}.items() <= same.items()
+    with pytest.raises(ConfigError, match=r"method\(s\) dm not in grid g"):
+        grid.subset(methods=["dm"])
     data["datasets"][0]["method_overrides"] = {"dm": ["match.iterations=1"]}
     with pytest.raises(ConfigError, match=r"grid.datasets\[toy\].method_overrides names dm"):
         grid_from_dict(data, root=root)

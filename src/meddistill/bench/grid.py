@@ -180,17 +180,41 @@ class GridSpec:
                 )
         return table
 
-    def only_datasets(self, names: Sequence[str]) -> GridSpec:
-        """The same grid restricted to some of its datasets (one process per share of the
-        datasets uses several cores; cells, identities and the grid name stay the same)."""
-        known = [d.name for d in self.datasets]
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ConfigError(
-                f"dataset(s) {', '.join(unknown)} not in grid {self.name}; its datasets: "
-                f"{', '.join(known)}"
+    def subset(
+        self, datasets: Sequence[str] | None = None, methods: Sequence[str] | None = None
+    ) -> GridSpec:
+        """The same grid restricted to some of its datasets and methods (one process per share
+        of the datasets uses several cores); cells, identities and the grid name stay the same."""
+        out = self
+        if datasets:
+            _check_known("dataset", datasets, [d.name for d in self.datasets], self.name)
+            out = dataclasses.replace(out, datasets=[d for d in out.datasets if d.name in datasets])
+        if methods:
+            keep = [m.lower() for m in methods]
+            _check_known("method", keep, self.methods, self.name)
+
+            def kept(table: dict[str, list[str]]) -> dict[str, list[str]]:
+                return {m: v for m, v in table.items() if m in keep}
+
+            entries = [
+                dataclasses.replace(d, method_overrides=kept(d.method_overrides))
+                for d in out.datasets
+            ]
+            out = dataclasses.replace(
+                out,
+                datasets=entries,
+                methods=[m for m in out.methods if m in keep],
+                method_overrides=kept(out.method_overrides),
             )
-        return dataclasses.replace(self, datasets=[d for d in self.datasets if d.name in names])
+        return out
+
+
+def _check_known(what: str, names: Sequence[str], known: Sequence[str], grid: str) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"{what}(s) {', '.join(unknown)} not in grid {grid}; its {what}s: {', '.join(known)}"
+        )
 
 
 def _no_duplicates(where: str, values: Sequence[Any]) -> None:
