@@ -79,3 +79,15 @@ def test_cpu_bench_grid_plans():
     methods = {c.method for c in cells}
     assert {"hoptm", "ptm", "mtt", "datm", "dm", "dsa", "random", "full"} <= methods
     assert {c.dataset for c in cells} == {"bloodmnist", "breastmnist", "pneumoniamnist", "busi"}
+
+
+def test_baselines_bench_grid_plans_one_row_per_baseline():
+    from meddistill.bench.grid import load_grid, plan
+
+    cells = plan(load_grid(CONFIGS / "bench/baselines.yaml"))
+    assert [c.method for c in cells] == [
+        "random", "dc", "dsa", "dm", "idm", "cafe", "smdd", "seqmatch", "haba", "herding", "kcenter"
+    ]  # fmt: skip
+    assert {c.ipc for c in cells} == {2}
+    haba = next(c for c in cells if c.method == "haba")
+    assert haba.config["match"]["haba_hallucinators"] == 2

@@ -350,8 +350,13 @@ class Distiller:
             grad_images = torch.where(keep, grad_images, torch.zeros_like(grad_images))
         loss_value = float(loss)
         if not math.isfinite(loss_value) or not bool(torch.isfinite(grad_images).all()):
+            what = (
+                f"loss became {loss_value}"
+                if not math.isfinite(loss_value)
+                else f"the image gradient became non-finite (loss {loss_value:.4g})"
+            )
             raise NumericalError(
-                f"loss became {loss_value} at iteration {it} (window {window.start}->"
+                f"{what} at iteration {it} (window {window.start}->"
                 f"{window.end} of expert {window.expert}); lower lr_img or lr_lr, or use "
                 "step_size_param=log; the last good checkpoint is kept"
             )
