@@ -28,7 +28,7 @@ from meddistill.experts.store import (
     read_meta,
     write_expert,
 )
-from meddistill.models import ParamLayout, build_model, flatten_params
+from meddistill.models import ParamLayout, build_model_for, flatten_params
 from meddistill.training.loop import train_network
 from meddistill.training.metrics import evaluate_model
 from meddistill.utils import derive_seed, make_generator, stable_hash, write_json_atomic
@@ -63,15 +63,7 @@ def buffer_identity(dataset: MedicalDataset, cfg: BufferConfig) -> dict[str, Any
 def _build(
     dataset: MedicalDataset, cfg: BufferConfig, seed: int, device: torch.device
 ) -> nn.Module:
-    return build_model(
-        cfg.model,
-        in_channels=dataset.channels,
-        num_classes=dataset.num_classes,
-        image_size=dataset.image_size,
-        spatial_dims=dataset.spatial_dims,
-        seed=seed,
-        device=device,
-    )
+    return build_model_for(cfg.model, dataset, seed=seed, device=device)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -35,7 +35,7 @@ from meddistill.matching.schedule import Window, check_schedule, retraining_sche
 from meddistill.matching.snapshots import save_snapshot
 from meddistill.matching.state import DistillState, prepare_run_folder
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
-from meddistill.models import ModelSpec, build_model, frozen_mask
+from meddistill.models import ModelSpec, build_model_for, frozen_mask
 from meddistill.models.functional import functional_forward
 from meddistill.utils import derive_seed, make_generator
 
@@ -130,14 +130,7 @@ class Distiller:
         self.log = log or (lambda message: None)
         self.dsa = DSA(dsa_strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
         self.dsa_strategy = dsa_strategy if cfg.dsa else "none"
-        self.model = build_model(
-            spec,
-            in_channels=dataset.channels,
-            num_classes=dataset.num_classes,
-            image_size=dataset.image_size,
-            spatial_dims=dataset.spatial_dims,
-            seed=0,
-        ).to(device)
+        self.model = build_model_for(spec, dataset, seed=0).to(device)
         self.problem = StudentProblem(self.model, self.dsa)
         self.exclude = frozen_mask(self.model).to(device) if cfg.exclude_frozen else None
         self.retraining = retraining_schedule(cfg.iterations, cfg.retraining_points)

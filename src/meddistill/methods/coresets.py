@@ -24,7 +24,7 @@ from torch import nn
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
-from meddistill.models import ModelSpec, build_model
+from meddistill.models import ModelSpec, build_model_for
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import train_network
 from meddistill.utils import derive_seed, make_generator
@@ -73,15 +73,7 @@ def feature_network(
     weight decay 5e-4, DSA, x0.1 at half), whose embeddings rank samples for herding/k-center.
     Everything is drawn from generators derived from `seed`."""
     device = torch.device(device) if device is not None else dataset.train.images.device
-    model = build_model(
-        spec,
-        in_channels=dataset.channels,
-        num_classes=dataset.num_classes,
-        image_size=dataset.image_size,
-        spatial_dims=dataset.spatial_dims,
-        seed=derive_seed(seed, "coreset-net"),
-        device=device,
-    )
+    model = build_model_for(spec, dataset, seed=derive_seed(seed, "coreset-net"), device=device)
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     train_network(
         model,

@@ -14,7 +14,7 @@ from meddistill.models.functional import (
     unflatten,
 )
 from meddistill.models.init import init_parameters_
-from meddistill.models.registry import available_models, build_model
+from meddistill.models.registry import available_models, build_model, build_model_for
 from meddistill.models.spec import ModelSpec
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ParamLayout",
     "available_models",
     "build_model",
+    "build_model_for",
     "count_params",
     "flatten_grads",
     "flatten_params",

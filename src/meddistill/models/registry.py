@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -22,6 +23,15 @@ _BUILDERS: dict[str, Builder] = {
     "vgg11": vgg.build_vgg11,
     "resnet18": resnet.build_resnet18,
 }
+
+
+class InputShape(Protocol):
+    """What a network must know of its data (a MedicalDataset has it)."""
+
+    channels: int
+    num_classes: int
+    image_size: int
+    spatial_dims: int
 
 
 def available_models() -> list[str]:
@@ -70,3 +80,18 @@ def build_model(
     if device is not None:
         model = model.to(device)
     return model
+
+
+def build_model_for(
+    spec, data: InputShape, *, seed: int, device: torch.device | str | None = None
+) -> nn.Module:
+    """`build_model` for the inputs and classes of `data` (e.g. a MedicalDataset)."""
+    return build_model(
+        spec,
+        in_channels=data.channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        spatial_dims=data.spatial_dims,
+        seed=seed,
+        device=device,
+    )

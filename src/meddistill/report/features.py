@@ -15,10 +15,9 @@ import torch
 
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
-from meddistill.models import ModelSpec, build_model
+from meddistill.models import ModelSpec
 from meddistill.report.analyses import embed_features
-from meddistill.training.evaluate import EvalConfig, resolve_lr, spec_for
-from meddistill.training.loop import train_network
+from meddistill.training.evaluate import EvalConfig, fresh_trained_network, resolve_lr, spec_for
 from meddistill.utils import derive_seed, make_generator
 
 
@@ -74,23 +73,10 @@ def features_of_sets(
     )
     features: dict[str, np.ndarray] = {}
     for name, s in sets.items():
-        model = build_model(
-            spec,
-            in_channels=dataset.channels,
-            num_classes=dataset.num_classes,
-            image_size=dataset.image_size,
-            spatial_dims=dataset.spatial_dims,
-            seed=net_seed,
-            device=dev,
-        )
         lr, _ = resolve_lr(eval_cfg.lr, s.lr)
-        train_network(
-            model,
-            s.images.to(dev),
-            s.labels.to(dev),
-            eval_cfg.train_config(lr),
-            generator=make_generator(derive_seed(net_seed, "train")),
-            progress=False,
-        )
+        model, _ = fresh_trained_network(
+            spec, dataset, s.images.to(dev), s.labels.to(dev), eval_cfg.train_config(lr),
+            net_seed=net_seed, device=dev,
+        )  # fmt: skip
         features[str(name)] = embed_features(model, images.to(dev))
     return features, labels.numpy()

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
-from meddistill.models import ModelSpec, build_model
+from meddistill.models import ModelSpec, build_model_for
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import TrainResult, train_network
 from meddistill.utils import derive_seed, make_generator
@@ -208,16 +209,28 @@ def train_fresh_network(
 ) -> TrainResult:
     """Build a network of `spec` for `dataset` from `net_seed` and train it on (images, labels),
     batch order and augmentation drawn from a generator derived from the same seed."""
-    model = build_model(
-        spec,
-        in_channels=dataset.channels,
-        num_classes=dataset.num_classes,
-        image_size=dataset.image_size,
-        spatial_dims=dataset.spatial_dims,
-        seed=net_seed,
-        device=device,
-    )
-    return train_network(
+    _, result = fresh_trained_network(
+        spec, dataset, images, labels, train_cfg,
+        net_seed=net_seed, device=device, test=test, progress=progress,
+    )  # fmt: skip
+    return result
+
+
+def fresh_trained_network(
+    spec: ModelSpec,
+    dataset: MedicalDataset,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_cfg: TrainConfig,
+    *,
+    net_seed: int,
+    device: torch.device | str | None,
+    test: Any = None,
+    progress: str | bool = False,
+) -> tuple[nn.Module, TrainResult]:
+    """`train_fresh_network`, also returning the trained network (for its features)."""
+    model = build_model_for(spec, dataset, seed=net_seed, device=device)
+    result = train_network(
         model,
         images,
         labels,
@@ -226,6 +239,7 @@ def train_fresh_network(
         test_split=test,
         progress=progress,
     )
+    return model, result
 
 
 def evaluate_set(
