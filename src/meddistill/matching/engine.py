@@ -33,7 +33,7 @@ from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.schedule import Window, check_schedule, retraining_schedule, sample_window
 from meddistill.matching.snapshots import save_snapshot
-from meddistill.matching.state import DistillState, prepare_run_folder
+from meddistill.matching.state import DistillState, prepare_run_folder, resume_state
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
 from meddistill.models import ModelSpec, build_model_for, frozen_mask
 from meddistill.models.functional import functional_forward
@@ -463,18 +463,17 @@ class Distiller:
     def _load_or_init(self) -> tuple[DistillState, torch.Generator]:
         ckpt = self.out_dir / CHECKPOINT
         generator = make_generator(derive_seed(self.cfg.seed, "distill"))
-        if ckpt.is_file():
-            state, meta = DistillState.load(ckpt, self.device)
-            if meta != self.checkpoint_meta():
-                raise ConfigError(
-                    f"checkpoint {ckpt} belongs to another configuration or buffer; use another "
-                    "--out folder, or delete it to start over"
-                )
-            if state.generator_state is not None:
-                generator.set_state(state.generator_state)
-            self.log(f"resuming from {ckpt} at iteration {state.iteration}")
-            return state, generator
-        return self.initial_state(), generator
+        state = resume_state(
+            ckpt,
+            lambda path: DistillState.load(path, self.device),
+            self.checkpoint_meta(),
+            generator,
+            "configuration or buffer",
+        )
+        if state is None:
+            return self.initial_state(), generator
+        self.log(f"resuming from {ckpt} at iteration {state.iteration}")
+        return state, generator
 
     def _save(self, state: DistillState, generator: torch.Generator) -> None:
         state.generator_state = generator.get_state()

@@ -40,7 +40,7 @@ from meddistill.data.dataset import MedicalDataset, Split
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
 from meddistill.matching.engine import CHECKPOINT
-from meddistill.matching.state import prepare_run_folder
+from meddistill.matching.state import prepare_run_folder, resume_state
 from meddistill.models import ModelSpec, build_model
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
@@ -534,19 +534,18 @@ class ObjectiveDistiller:
     def _load_or_init(self) -> tuple[ObjectiveState, torch.Generator]:
         ckpt = self.out_dir / CHECKPOINT
         generator = make_generator(derive_seed(self.cfg.seed, "distill"))
-        if ckpt.is_file():
-            state, meta = ObjectiveState.load(ckpt, self.device)
-            if meta != json.loads(json.dumps(self.checkpoint_meta(), default=str)):
-                raise ConfigError(
-                    f"checkpoint {ckpt} belongs to another configuration or method; use another "
-                    "--out folder, or delete it to start over"
-                )
-            if state.generator_state is not None:
-                generator.set_state(state.generator_state)
-            self.objective.load_state_tensors(state.objective)
-            self.log(f"resuming from {ckpt} at step {state.step}")
-            return state, generator
-        return self.initial_state(), generator
+        state = resume_state(
+            ckpt,
+            lambda path: ObjectiveState.load(path, self.device),
+            self.checkpoint_meta(),
+            generator,
+            "configuration or method",
+        )
+        if state is None:
+            return self.initial_state(), generator
+        self.objective.load_state_tensors(state.objective)
+        self.log(f"resuming from {ckpt} at step {state.step}")
+        return state, generator
 
     def _save(self, state: ObjectiveState, generator: torch.Generator) -> None:
         state.generator_state = generator.get_state()

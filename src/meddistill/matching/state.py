@@ -8,14 +8,16 @@ atomically, so a crash can never pair new images with an old iteration count.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from meddistill.errors import ArtifactError
+from meddistill.errors import ArtifactError, ConfigError
 from meddistill.utils import atomic_path
 
 
@@ -111,6 +113,33 @@ class DistillState:
             momentum_params=prefixed("momentum_param."),
         )
         return state, json.loads(header.get("meta", "{}"))
+
+
+S = TypeVar("S")
+
+
+def resume_state(
+    ckpt: Path,
+    load: Callable[[Path], tuple[S, dict]],
+    expected_meta: dict[str, Any],
+    generator: torch.Generator,
+    what: str,
+) -> S | None:
+    """The state in `ckpt` with `generator` set to its saved draws, or None when there is no
+    checkpoint. A checkpoint whose metadata differs from `expected_meta` (compared as JSON,
+    as it was stored) is refused: resuming it would mix two runs; `what` names what differs."""
+    if not ckpt.is_file():
+        return None
+    state, meta = load(ckpt)
+    if meta != json.loads(json.dumps(expected_meta, default=str)):
+        raise ConfigError(
+            f"checkpoint {ckpt} belongs to another {what}; use another --out folder, or delete "
+            "it to start over"
+        )
+    saved = getattr(state, "generator_state", None)
+    if saved is not None:
+        generator.set_state(saved)
+    return state
 
 
 def prepare_run_folder(out_dir: Path, checkpoint: str) -> None:
