@@ -45,7 +45,7 @@ from meddistill.config import apply_overrides, from_dict, load_yaml, merge, to_d
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
-from meddistill.methods import available_methods, method_kind
+from meddistill.methods import available_methods, coresets, method_kind
 from meddistill.models.spec import ModelSpec
 from meddistill.training.baselines import full_data, random_subset
 from meddistill.training.config import TrainConfig
@@ -406,7 +406,8 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
     )
 
 
-CORESET_METHODS = ("herding", "kcenter")
+# Coreset selections as grid methods; 'random' is the random-subset baseline row already.
+CORESET_METHODS = tuple(m for m in coresets.CORESET_METHODS if m not in BASELINES)
 
 
 def resolve_coreset_config(method: str, data: dict[str, Any]) -> dict[str, Any]:
