@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from imagefolders import image_folder
 from safetensors.torch import load_file
 
 from meddistill.cli import main
@@ -31,17 +31,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def image_folder(root: Path, counts: dict[str, int], size: int = 8, seed: int = 0) -> Path:
-    """root/<class>/<i>.png with random RGB pixels (distinct per image)."""
-    rng = np.random.default_rng(seed)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / cls / f"{i}.png")
-    return root
 
 
 def bloodmnist_npz(folder: Path) -> Path:

@@ -16,26 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from imagefolders import image_folder
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from meddistill.cli import main
 
 ITERATIONS = 24
-
-
-def image_folder(root: Path, counts: dict[str, int], size: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / cls / f"{i}.png")
-    return root
 
 
 def distill_args(ds: Path, buf: Path, out: Path) -> list[str]:

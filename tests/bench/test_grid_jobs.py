@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from imagefolders import image_folder
 
 from meddistill import jobs
 from meddistill.bench.db import ResultsDB
 from meddistill.bench.grid import grid_from_dict, plan, run_grid
 from meddistill.data.synthetic import SyntheticSet
-
-
-def image_folder(root: Path, counts: dict[str, int], size: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / cls / f"{i}.png")
-    return root
 
 
 def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
