@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from toydata import shifted_toy
 
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
 from meddistill.experts.config import BufferConfig, expert_train_config
 from meddistill.experts.generate import generate_buffer
 from meddistill.models import ModelSpec
@@ -11,26 +11,9 @@ from meddistill.models import ModelSpec
 TINY_SPEC = ModelSpec(depth=1, width=4)
 
 
-def tiny_dataset(seed: int = 0) -> MedicalDataset:
-    gen = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        y = torch.arange(n) % 3
-        x = torch.randn(n, 1, 8, 8, generator=gen) + y.view(-1, 1, 1, 1).float()
-        return Split(x, y)
-
-    return MedicalDataset(
-        "toy",
-        {"train": split(60), "test": split(30)},
-        ["a", "b", "c"],
-        Normalization((0.0,), (1.0,)),
-        source_id="toy-source",
-    )
-
-
 @pytest.fixture(scope="session")
 def toy():
-    return tiny_dataset()
+    return shifted_toy()
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ import math
 
 import pytest
 import torch
+from toydata import shifted_toy
 
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError, NumericalError
 from meddistill.matching.objective import (
     CHECKPOINT,
@@ -47,26 +48,9 @@ TINY = {
 }
 
 
-def toy_dataset(seed: int = 0) -> MedicalDataset:
-    gen = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        y = torch.arange(n) % 3
-        x = torch.randn(n, 1, 8, 8, generator=gen) + y.view(-1, 1, 1, 1).float()
-        return Split(x, y)
-
-    return MedicalDataset(
-        "toy",
-        {"train": split(60), "test": split(30)},
-        ["a", "b", "c"],
-        Normalization((0.0,), (1.0,)),
-        source_id="toy-source",
-    )
-
-
 @pytest.fixture(scope="module")
 def toy() -> MedicalDataset:
-    return toy_dataset()
+    return shifted_toy()
 
 
 def _cfg(method: str, **kw):

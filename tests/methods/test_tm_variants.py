@@ -3,9 +3,10 @@ and each of them lowering its own matching loss on tiny data."""
 
 import pytest
 import torch
+from toydata import shifted_toy
 
 from meddistill.config import from_dict
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
 from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
@@ -185,18 +186,9 @@ def test_haba_from_real_uses_real_images_of_each_class():
         haba.HaBaParam.from_real(ds, 99, 2, generator=make_generator(3))
 
 
-# Through the engine (needs the proposed knobs) ----------------------------------------------
-def _toy(seed: int = 0) -> MedicalDataset:
-    gen = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        y = torch.arange(n) % 3
-        return Split(torch.randn(n, 1, 8, 8, generator=gen) + y.view(-1, 1, 1, 1).float(), y)
-
-    return MedicalDataset(
-        "toy", {"train": split(30), "test": split(12)}, ["a", "b", "c"],
-        Normalization((0.0,), (1.0,)), source_id="toy-source",
-    )  # fmt: skip
+# Through the engine ------------------------------------------------------------------------
+def _toy() -> MedicalDataset:
+    return shifted_toy(n_train=30, n_test=12)
 
 
 @pytest.fixture(scope="module")
