@@ -31,6 +31,7 @@ from meddistill.errors import ConfigError, NumericalError
 from meddistill.experts.store import TrajectoryStore
 from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
+from meddistill.matching.loop import drive
 from meddistill.matching.schedule import Window, check_schedule, retraining_schedule, sample_window
 from meddistill.matching.snapshots import save_snapshot
 from meddistill.matching.state import DistillState, prepare_run_folder, resume_state
@@ -486,36 +487,36 @@ class Distiller:
         cfg = self.cfg
         prepare_run_folder(self.out_dir, CHECKPOINT)
         state, generator = self._load_or_init()
-        bar = tqdm(
-            total=cfg.iterations,
-            initial=state.iteration,
-            disable=not self.progress,
-            desc=f"distill {self.method}",
-            unit="it",
-            dynamic_ncols=True,
-        )
-        while state.iteration < cfg.iterations:
+
+        def advance() -> dict[str, str]:
             entry = self.step(state, generator)
             if entry.iteration % cfg.log_every == 0:
                 self.on_metric({"stage": "distill", **entry.__dict__})
-            bar.set_postfix(
-                loss=f"{entry.loss:.4f}", lr=f"{entry.syn_lr:.2e}", win=f"{entry.start}-{entry.end}"
-            )
-            bar.update(1)
             done = state.iteration
             if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == 1):
                 save_snapshot(self.out_dir, done, state.images, self.hard_labels)
-            if cfg.eval_every and evaluate and done % cfg.eval_every == 0 and done < cfg.iterations:
-                self.on_metric(
-                    {
-                        "stage": "eval",
-                        "iteration": done,
-                        **evaluate(self.synthetic_set(state), done),
-                    }
-                )
-            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-                self._save(state, generator)
-        bar.close()
+            return {
+                "loss": f"{entry.loss:.4f}",
+                "lr": f"{entry.syn_lr:.2e}",
+                "win": f"{entry.start}-{entry.end}",
+            }
+
+        def periodic_eval(done: int) -> None:
+            result = evaluate(self.synthetic_set(state), done)  # type: ignore[misc]
+            self.on_metric({"stage": "eval", "iteration": done, **result})
+
+        drive(
+            total=cfg.iterations,
+            position=lambda: state.iteration,
+            advance=advance,
+            save=lambda: self._save(state, generator),
+            checkpoint_every=cfg.checkpoint_every,
+            eval_every=cfg.eval_every,
+            evaluate=periodic_eval if evaluate else None,
+            desc=f"distill {self.method}",
+            unit="it",
+            progress=self.progress,
+        )
         return self.synthetic_set(state)
 
     def synthetic_set(self, state: DistillState) -> SyntheticSet:

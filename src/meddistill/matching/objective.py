@@ -40,6 +40,7 @@ from meddistill.data.dataset import MedicalDataset, Split
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
 from meddistill.matching.engine import CHECKPOINT
+from meddistill.matching.loop import drive
 from meddistill.matching.state import prepare_run_folder, resume_state
 from meddistill.models import ModelSpec, build_model
 from meddistill.training.config import TrainConfig
@@ -559,15 +560,8 @@ class ObjectiveDistiller:
         cfg = self.cfg
         prepare_run_folder(self.out_dir, CHECKPOINT)
         state, generator = self._load_or_init()
-        bar = tqdm(
-            total=self.total_steps,
-            initial=state.step,
-            disable=not self.progress,
-            desc=f"distill {self.method}",
-            unit="step",
-            dynamic_ncols=True,
-        )
-        while state.step < self.total_steps:
+
+        def advance() -> dict[str, str]:
             entry = self.step(state, generator)
             if entry.iteration % cfg.log_every == 0:
                 self.on_metric(
@@ -580,20 +574,24 @@ class ObjectiveDistiller:
                         **entry.parts,
                     }
                 )
-            bar.set_postfix(loss=f"{entry.loss:.4f}")
-            bar.update(1)
-            done = state.step
-            if (
-                cfg.eval_every
-                and evaluate
-                and done % cfg.eval_every == 0
-                and done < self.total_steps
-            ):
-                syn = self.synthetic_set(state)
-                self.on_metric({"stage": "eval", "iteration": done, **evaluate(syn, done)})
-            if done % cfg.checkpoint_every == 0 or done == self.total_steps:
-                self._save(state, generator)
-        bar.close()
+            return {"loss": f"{entry.loss:.4f}"}
+
+        def periodic_eval(done: int) -> None:
+            result = evaluate(self.synthetic_set(state), done)  # type: ignore[misc]
+            self.on_metric({"stage": "eval", "iteration": done, **result})
+
+        drive(
+            total=self.total_steps,
+            position=lambda: state.step,
+            advance=advance,
+            save=lambda: self._save(state, generator),
+            checkpoint_every=cfg.checkpoint_every,
+            eval_every=cfg.eval_every,
+            evaluate=periodic_eval if evaluate else None,
+            desc=f"distill {self.method}",
+            unit="step",
+            progress=self.progress,
+        )
         return self.synthetic_set(state)
 
     def synthetic_set(self, state: ObjectiveState) -> SyntheticSet:
