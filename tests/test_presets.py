@@ -73,7 +73,8 @@ def test_baseline_and_buffer_presets_resolve():
 
 
 def test_cpu_bench_grid_plans():
-    from meddistill.bench.grid import load_grid, plan
+    from meddistill.bench.plan import plan
+    from meddistill.bench.spec import load_grid
 
     cells = plan(load_grid(CONFIGS / "bench/cpu.yaml"))
     methods = {c.method for c in cells}
@@ -82,7 +83,8 @@ def test_cpu_bench_grid_plans():
 
 
 def test_baselines_bench_grid_plans_one_row_per_baseline():
-    from meddistill.bench.grid import load_grid, plan
+    from meddistill.bench.plan import plan
+    from meddistill.bench.spec import load_grid
 
     cells = plan(load_grid(CONFIGS / "bench/baselines.yaml"))
     assert [c.method for c in cells] == [

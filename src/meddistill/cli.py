@@ -368,7 +368,9 @@ def cmd_coreset(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from meddistill.bench.db import ResultsDB
-    from meddistill.bench.grid import DB_FILE, cell_status, format_status, load_grid, plan, run_grid
+    from meddistill.bench.plan import cell_status, format_status, plan
+    from meddistill.bench.run import DB_FILE, run_grid
+    from meddistill.bench.spec import load_grid
 
     grid = load_grid(args.grid, list(args.overrides))
     if args.datasets or args.methods:
@@ -393,7 +395,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from meddistill.bench.db import ResultsDB
-    from meddistill.bench.grid import DB_FILE
+    from meddistill.bench.run import DB_FILE
     from meddistill.bench.tables import make_table
     from meddistill.utils import atomic_path
 

@@ -9,24 +9,18 @@ import pytest
 import torch
 import yaml
 
-from meddistill.bench import grid as gridmod
+from meddistill.bench import run as runmod
+from meddistill.bench import runners as runnersmod
 from meddistill.bench.db import ResultsDB, measure_stage
-from meddistill.bench.grid import (
-    Cell,
-    Produced,
-    RunContext,
-    cell_status,
-    format_status,
-    grid_from_dict,
-    load_grid,
-    plan,
-    register_runner,
-    run_grid,
-)
+from meddistill.bench.plan import Cell, cell_status, format_status, plan
+from meddistill.bench.run import run_grid
+from meddistill.bench.runners import Produced, RunContext, register_runner
+from meddistill.bench.spec import grid_from_dict, load_grid
 from meddistill.bench.tables import main_table
 from meddistill.data.dataset import MedicalDataset, Normalization, Split
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
+from meddistill.training.evaluate import NetResult
 from meddistill.utils import derive_seed, make_generator
 
 
@@ -248,9 +242,9 @@ class Fakes:
         self.made: list[str] = []
         self.trained: list[tuple[str, int, int, float, int]] = []
         self.fail_after: int | None = None
-        monkeypatch.setattr(gridmod, "_RUNNERS", {})
+        monkeypatch.setattr(runnersmod, "_RUNNERS", {})
         monkeypatch.setattr(RunContext, "dataset", lambda ctx, cfg: TOY)
-        monkeypatch.setattr(gridmod, "evaluate_network", self.evaluate)
+        monkeypatch.setattr(runmod, "evaluate_one_network", self.evaluate)
         register_runner("fake", self.run, self.resolve)
 
     @staticmethod
@@ -276,11 +270,13 @@ class Fakes:
             path = syn.save(ctx.runs_root / "fake" / cell.artifact_id)
         return Produced(path=str(path), stage=stage)
 
-    def evaluate(self, spec, dataset, images, labels, train_cfg, *, net_seed, device, progress):  # noqa: ANN001, ANN202
+    def evaluate(self, spec, dataset, images, labels, train_cfg, *, index, net_seed, **_):  # noqa: ANN001, ANN003, ANN202
         if self.fail_after is not None and len(self.trained) >= self.fail_after:
             raise KeyboardInterrupt
         self.trained.append((spec.name, net_seed, images.shape[0], train_cfg.lr, train_cfg.epochs))
-        return {"acc": (net_seed % 1000) / 1000, "auc": 0.5, "loss": 1.0}
+        return NetResult(
+            index, net_seed, acc=(net_seed % 1000) / 1000, auc=0.5, loss=1.0, train_loss=0.0
+        )
 
 
 def fake_grid(root: Path, **extra: Any) -> Any:
@@ -384,8 +380,8 @@ def test_a_deleted_synthetic_set_is_made_again_when_networks_are_missing(
 
 
 def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gridmod, "_RUNNERS", {})
+    monkeypatch.setattr(runnersmod, "_RUNNERS", {})
     with pytest.raises(ConfigError, match="baseline name"):
         register_runner("random", lambda cell, ctx: Produced(path=""))
     register_runner("DC", lambda cell, ctx: Produced(path=""))
-    assert "dc" in gridmod.known_methods() and "hoptm" in gridmod.known_methods()
+    assert "dc" in runnersmod.known_methods() and "hoptm" in runnersmod.known_methods()

@@ -13,7 +13,9 @@ from imagefolders import image_folder
 
 from meddistill import jobs
 from meddistill.bench.db import ResultsDB
-from meddistill.bench.grid import grid_from_dict, plan, run_grid
+from meddistill.bench.plan import plan
+from meddistill.bench.run import run_grid
+from meddistill.bench.spec import grid_from_dict
 from meddistill.data.synthetic import SyntheticSet
 
 

@@ -242,6 +242,43 @@ def fresh_trained_network(
     return model, result
 
 
+def evaluate_one_network(
+    spec: ModelSpec,
+    dataset: MedicalDataset,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_cfg: TrainConfig,
+    *,
+    index: int,
+    net_seed: int,
+    device: torch.device | str | None,
+    test: Any,
+    progress: str | bool,
+) -> NetResult:
+    """Train one fresh network from `net_seed` and test it on `test`.
+
+    The one place a network of the protocol is made and scored: `evaluate_set` calls it for
+    its k-th network, and the benchmark grid for each network it still lacks, so both give
+    bit-identical numbers for the same seed. A missing AUC or loss (no test split) is NaN.
+    """
+    result = train_fresh_network(
+        spec, dataset, images, labels, train_cfg,
+        net_seed=net_seed, device=device, test=test, progress=progress,
+    )  # fmt: skip
+    return NetResult(
+        index=index,
+        seed=net_seed,
+        acc=float(result.test_acc),
+        auc=_or_nan(result.test_auc),
+        loss=_or_nan(result.test_loss),
+        train_loss=result.train_loss,
+    )
+
+
+def _or_nan(value: float | None) -> float:
+    return float(value) if value is not None else float("nan")
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -277,30 +314,21 @@ def evaluate_set(
             spec = spec_for(arch, base_spec)
             nets = []
             for k in range(cfg.num_nets):
-                net_seed = derive_seed(seed, arch, k)
-                result = train_fresh_network(
+                net = evaluate_one_network(
                     spec,
                     dataset,
                     images,
                     labels,
                     train_cfg,
-                    net_seed=net_seed,
+                    index=k,
+                    net_seed=derive_seed(seed, arch, k),
                     device=device,
                     test=test,
                     progress=f"{arch} net {k + 1}/{cfg.num_nets}" if progress else False,
                 )
-                nets.append(
-                    NetResult(
-                        index=k,
-                        seed=net_seed,
-                        acc=float(result.test_acc),
-                        auc=float(result.test_auc),
-                        loss=float(result.test_loss),
-                        train_loss=result.train_loss,
-                    )
-                )
+                nets.append(net)
                 bar.update(1)
-                bar.set_postfix(arch=arch, acc=f"{100 * result.test_acc:.1f}%")
+                bar.set_postfix(arch=arch, acc=f"{100 * net.acc:.1f}%")
             archs[arch] = ArchReport(arch=arch, spec=to_dict(spec), nets=nets)
     return EvalReport(
         archs=archs,

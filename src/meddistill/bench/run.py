@@ -1,0 +1,202 @@
+"""Running a grid: make each cell's artifact once and train its missing evaluation networks.
+
+Expert buffers and synthetic sets live in folders named by a hash of what produced them
+(meddistill.jobs), and the results database (bench/db.py) records each finished artifact and
+each trained evaluation network. Running a grid again, after a kill or with more seeds or
+architectures, skips every network whose row exists and every artifact already made, and
+resumes a half-made buffer or distillation from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from meddistill.bench.db import Artifact, ResultsDB, measure_stage
+from meddistill.bench.db import Result as ResultRecord
+from meddistill.bench.plan import Cell, plan
+from meddistill.bench.runners import RunContext, _registered
+from meddistill.bench.spec import GridSpec
+from meddistill.config import from_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.data.synthetic import SyntheticSet
+from meddistill.models.spec import ModelSpec
+from meddistill.training.baselines import full_data, random_subset
+from meddistill.training.config import TrainConfig
+from meddistill.training.evaluate import EvalConfig, evaluate_one_network, resolve_lr, spec_for
+from meddistill.utils import make_generator, resolve_device
+
+DB_FILE = "results.sqlite"
+
+
+@dataclass
+class EvalSet:
+    """The images one cell's networks train on, and how."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    train: TrainConfig
+    spec: ModelSpec
+
+
+def _eval_set(cell: Cell, ctx: RunContext, dataset: MedicalDataset, path: str | None) -> EvalSet:
+    """What the cell's networks train on: the full set with its own training settings, the
+    cell's random subset (the same draw as the `baseline` command), or its synthetic set."""
+    spec = from_dict(ModelSpec, cell.eval["model"], "model")
+    if cell.method == "full":
+        full = from_dict(TrainConfig, cell.eval["full_train"], "full_train")
+        images, labels = full_data(dataset)
+        return EvalSet(images, labels, full, spec)
+    cfg = from_dict(EvalConfig, {**cell.eval["eval"], "models": cell.archs}, "eval")
+    if cell.method == "random":
+        gen = make_generator(cell.eval_base_seed())
+        images, labels = random_subset(dataset, cell.ipc, generator=gen)  # type: ignore[arg-type]
+        lr = cfg.lr if cfg.lr is not None else float(cell.eval["lr"])
+    else:
+        syn = SyntheticSet.load(path)  # type: ignore[arg-type]
+        syn.check_compatible(dataset, where=str(path))
+        images, labels = syn.images.to(ctx.device), syn.labels.to(ctx.device)
+        fixed = cell.eval.get("lr", "learned")
+        lr, _ = resolve_lr(cfg.lr, syn.syn_lr if fixed == "learned" else float(fixed))
+    return EvalSet(images, labels, cfg.train_config(lr), spec)
+
+
+def _produce(cell: Cell, ctx: RunContext) -> Artifact:
+    """The cell's artifact: from the database when it is there (and its folder), else made."""
+    known = ctx.db.artifact(cell.artifact_id)
+    if known is not None and (known.path is None or Path(known.path).exists()):
+        return known
+    if known is not None:
+        ctx.log(f"  {known.path} is gone; making it again")
+    art = Artifact(
+        id=cell.artifact_id,
+        kind=cell.kind,
+        dataset=cell.dataset,
+        method=cell.method,
+        ipc=cell.ipc,
+        seed=cell.seed,
+        setting=cell.setting,
+        config={**cell.config, "seed": cell.seed},
+        device=str(ctx.device),
+    )
+    if cell.kind == "synthetic":
+        produced = _registered(cell.method).run(cell, ctx)
+        art.path, art.parent = produced.path, produced.parent
+        art.config = {**art.config, "produced": produced.meta}
+        if produced.stage is not None:
+            art.wall_s = produced.stage.wall_s
+            art.peak_mem_mb = produced.stage.peak_mem_mb
+            art.mem_kind = produced.stage.mem_kind
+    ctx.db.add_artifact(art)
+    return ctx.db.artifact(cell.artifact_id)  # type: ignore[return-value]
+
+
+def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
+    """Make the cell's artifact if needed and train its missing networks; return how many."""
+    ctx.db.add_eval(cell.eval_id, cell.eval)
+    nets = cell.networks()
+    missing = [n for n in nets if not ctx.db.has_result(cell.artifact_id, n[0], cell.eval_id, n[2])]
+    known = ctx.db.artifact(cell.artifact_id)
+    if not missing and known is not None:
+        ctx.db.add_grid_cell(grid_name, cell.artifact_id, cell.eval_id)
+        return 0
+    art = _produce(cell, ctx)
+    ctx.db.add_grid_cell(grid_name, cell.artifact_id, cell.eval_id)
+    if not missing:
+        return 0
+    dataset = ctx.dataset(cell.config["dataset"])
+    evs = _eval_set(cell, ctx, dataset, art.path)
+    train = evs.train
+    for arch, k, seed in missing:
+        with measure_stage(ctx.device) as stage:
+            out = evaluate_one_network(
+                spec_for(arch, evs.spec),
+                dataset,
+                evs.images,
+                evs.labels,
+                train,
+                index=k,
+                net_seed=seed,
+                device=ctx.device,
+                test=dataset.test,
+                progress=f"{cell.label()} {arch} net {k + 1}/{cell.num_nets}"
+                if ctx.progress
+                else False,
+            )
+        ctx.db.add_result(
+            ResultRecord(
+                artifact_id=cell.artifact_id,
+                arch=arch,
+                eval_id=cell.eval_id,
+                eval_seed=seed,
+                net_index=k,
+                acc=out.acc,
+                auc=out.auc,
+                loss=out.loss,
+                epochs=train.epochs,
+                lr=train.lr,
+                wall_s=stage.wall_s,
+                peak_mem_mb=stage.peak_mem_mb,
+                mem_kind=stage.mem_kind,
+                device=stage.device,
+            )
+        )
+        ctx.log(f"  {arch} net {k + 1}/{cell.num_nets}: acc {100 * out.acc:.2f} %")
+    return len(missing)
+
+
+def run_grid(
+    grid: GridSpec,
+    runs_root: str | Path,
+    db: ResultsDB | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    data_root: str | None = None,
+    download: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every cell of the grid; results go to `db` (default runs_root/results.sqlite).
+
+    `data_root`, `download` and `device` say where this machine finds data and computes; they
+    are not part of any artifact's identity.
+    """
+    runs = Path(runs_root)
+    if device is not None:
+        grid = dataclasses.replace(grid, device=device)
+    cells = plan(grid)
+    if data_root is not None or download:
+        for cell in cells:
+            if data_root is not None:
+                cell.config["dataset"]["root"] = data_root
+            if download:
+                cell.config["dataset"]["download"] = True
+    own_db = db is None
+    database = db if db is not None else ResultsDB(runs / DB_FILE)
+    ctx = RunContext(
+        runs_root=runs,
+        db=database,
+        device=resolve_device(grid.device),
+        progress=progress,
+        log=log or (lambda _msg: None),
+    )
+    summary = {"grid": grid.name, "db": str(database.path), "cells": len(cells), "skipped": 0}
+    trained = 0
+    try:
+        for cell in cells:
+            ctx.log(f"[{cell.index + 1}/{len(cells)}] {cell.label()}")
+            count = run_cell(cell, ctx, grid.name)
+            if count == 0:
+                summary["skipped"] += 1
+                ctx.log("  done already")
+            trained += count
+    finally:
+        if own_db:
+            database.close()
+    summary["networks_trained"] = trained
+    return summary
