@@ -17,6 +17,7 @@ import torch
 
 from meddistill.config import from_dict, to_dict
 from meddistill.data.dataset import MedicalDataset, Normalization
+from meddistill.data.grids import save_class_grids
 from meddistill.data.registry import default_dsa_strategy, load_dataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
@@ -37,7 +38,6 @@ from meddistill.methods.coresets import coreset_set, feature_network
 from meddistill.methods.haba import HaBaParam
 from meddistill.methods.seqmatch import run_seqmatch
 from meddistill.models.spec import ModelSpec
-from meddistill.report.grids import save_class_grids
 from meddistill.runs import RunDir, environment_info
 from meddistill.training.baselines import baseline, random_subset
 from meddistill.training.config import TrainConfig

@@ -170,7 +170,7 @@ def test_retraining_point_restores_complement_snapshot(toy, toy_buffer, tmp_path
 
 
 def test_snapshots_every_k_iterations_for_the_report(toy, toy_buffer, tmp_path):
-    from meddistill.matching.snapshots import load_snapshots
+    from meddistill.data.snapshots import load_snapshots
 
     syn = _distiller(_cfg(iterations=4, snapshot_every=2), toy, toy_buffer, tmp_path).run()
     snaps = load_snapshots(tmp_path)

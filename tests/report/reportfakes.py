@@ -14,9 +14,10 @@ import yaml
 
 from meddistill.bench.db import Artifact, Result, ResultsDB
 from meddistill.data.dataset import Normalization
+from meddistill.data.grids import save_class_grids
+from meddistill.data.results import write_results
+from meddistill.data.snapshots import save_snapshot
 from meddistill.data.synthetic import SyntheticSet
-from meddistill.matching.snapshots import save_snapshot
-from meddistill.report.grids import save_class_grids
 
 MAGENTA = (230, 20, 160)
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -136,7 +137,30 @@ def make_run(
             }
         ],
     }
-    (folder / "results.json").write_text(json.dumps(results))
+    write_results(folder, results)
+    return folder
+
+
+def make_baseline_run(folder: Path) -> Path:
+    """A `meddistill baseline` folder: full-data and random rows whose networks live in the
+    baseline report (detail), no synthetic set, no distillation steps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"job": {"ipcs": [2]}}))
+    nets = [{"seed": k, "acc": a, "auc": 0.9, "loss": 0.1} for k, a in enumerate((0.9, 0.8))]
+    stats = {"acc_mean": 0.85, "acc_std": 0.05, "auc_mean": 0.9, "auc_std": 0.0, "num_nets": 2}
+    subsets = [
+        {"seed": k, "report": {"archs": {"convnet": {"nets": [{"acc": a, "auc": 0.7}]}}}}
+        for k, a in enumerate((0.4, 0.5))
+    ]
+    detail = {
+        "full": {"nets": nets, **stats},
+        "random": {"2": {"subsets": subsets, "archs": {"convnet": stats}}},
+    }
+    rows = [
+        {"set": "full", "ipc": None, "archs": {"convnet": stats}, "detail": detail},
+        {"set": "random", "ipc": 2, "archs": {"convnet": stats}, "detail": detail},
+    ]
+    write_results(folder, {"dataset": {"name": "toy"}, "rows": rows, "run_dir": str(folder)})
     return folder
 
 

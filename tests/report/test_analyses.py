@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from reportfakes import metrics_records
 
+from meddistill.data.snapshots import load_snapshots, save_snapshot
 from meddistill.errors import ArtifactError, ConfigError
 from meddistill.matching.losses import median_sigma
-from meddistill.matching.snapshots import load_snapshots, save_snapshot
 from meddistill.report import analyses
 
 pytest.importorskip("matplotlib")

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from reportfakes import MAGENTA, make_run
 
-from meddistill.report.html import BANNER_COLOR, build_report
+from meddistill.report.html import build_report
+from meddistill.report.page import BANNER_COLOR
 
 pytest.importorskip("matplotlib")
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from pageparse import local_file, read_page
-from reportfakes import CLASS_NAMES, EVIL, make_benchmark, make_run
+from reportfakes import CLASS_NAMES, EVIL, make_baseline_run, make_benchmark, make_run
 
+from meddistill.data.results import SCHEMA_VERSION
 from meddistill.errors import ArtifactError
-from meddistill.report.html import REPORT_FILE, build_report, duration, esc, report_kind
+from meddistill.report.html import REPORT_FILE, build_report, report_kind
+from meddistill.report.page import duration, esc
 
 pytest.importorskip("matplotlib")
 
@@ -139,6 +142,34 @@ def test_report_is_written_atomically_and_replaces_the_old_one(tmp_path: Path) -
     build_report(folder, figures=False)
     assert (folder / REPORT_FILE).read_text().startswith("<!DOCTYPE html>")
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_baseline_page_shows_the_networks_of_the_baseline_report(tmp_path: Path) -> None:
+    page = read_page(build_report(make_baseline_run(tmp_path / "baseline"), figures=False))
+    assert page.title == "Baseline · toy"
+    assert page.tables["final-eval"].body == [
+        ["Full dataset", "-", "ConvNet", "2", "85.00 ± 5.00", "0.900 ± 0.000", "-", "90.0, 80.0"],
+        ["Random", "2", "ConvNet", "2", "85.00 ± 5.00", "0.900 ± 0.000", "-", "40.0, 50.0"],
+    ]
+
+
+def test_results_json_is_read_through_its_schema(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "run", snapshots=False)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["schema_version"] == SCHEMA_VERSION
+    del results["schema_version"]  # a file from before versioning renders the same page
+    before = build_report(folder, figures=False).read_text()
+    (folder / "results.json").write_text(json.dumps(results))
+    assert build_report(folder, figures=False).read_text() == before
+    results["schema_version"] = SCHEMA_VERSION + 1
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ArtifactError, match="upgrade meddistill"):
+        build_report(folder, figures=False)
+    results["schema_version"] = SCHEMA_VERSION
+    results["rows"][0]["archs"]["convnet"]["acc_mean"] = "62%"
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ArtifactError, match=r"results.json: rows\[0\]\.archs\.convnet\.acc_mean"):
+        build_report(folder, figures=False)
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from meddistill.augment.dsa import DSA
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
+from meddistill.data.snapshots import save_snapshot
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError, NumericalError
 from meddistill.experts.store import TrajectoryStore
@@ -33,7 +34,6 @@ from meddistill.matching import losses
 from meddistill.matching.config import MatchConfig
 from meddistill.matching.loop import drive
 from meddistill.matching.schedule import Window, check_schedule, retraining_schedule, sample_window
-from meddistill.matching.snapshots import save_snapshot
 from meddistill.matching.state import DistillState, prepare_run_folder, resume_state
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
 from meddistill.models import ModelSpec, build_model_for, frozen_mask
