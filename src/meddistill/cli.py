@@ -267,7 +267,8 @@ def _format_info(facts: dict[str, Any]) -> str:
 
 
 def cmd_buffer(args: argparse.Namespace) -> int:
-    from meddistill.jobs import BufferJob, resolve, run_buffer
+    from meddistill.app.buffer import run_buffer
+    from meddistill.app.config import BufferJob, resolve
 
     flags = _job_flags(args)
     buffer: dict[str, Any] = {}
@@ -275,10 +276,10 @@ def cmd_buffer(args: argparse.Namespace) -> int:
         buffer["num_experts"] = args.experts
     if args.epochs is not None:
         buffer["epochs"] = args.epochs
-    if args.seed is not None:
-        buffer["seed"] = args.seed
     if buffer:
         flags["buffer"] = buffer
+    if args.seed is not None:
+        flags["seed"] = args.seed
     if args.out:
         flags["out"] = args.out
     job = resolve(BufferJob, _resolve_dict(args, flags))
@@ -288,7 +289,8 @@ def cmd_buffer(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from meddistill.jobs import BaselineJob, resolve, run_baseline
+    from meddistill.app.config import BaselineJob, resolve
+    from meddistill.app.evaluate import run_baseline
 
     flags = _job_flags(args)
     if args.ipc:
@@ -305,7 +307,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from meddistill.jobs import EvaluateJob, resolve, run_evaluate
+    from meddistill.app.config import EvaluateJob, resolve
+    from meddistill.app.evaluate import run_evaluate
 
     flags = _job_flags(args)
     if args.synthetic:
@@ -324,7 +327,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from meddistill.jobs import DistillJob, resolve, run_distill
+    from meddistill.app.config import DistillJob, resolve
+    from meddistill.app.distill import run_distill
 
     flags = _job_flags(args)
     match: dict[str, Any] = {}
@@ -335,7 +339,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.iterations is not None:
         match["iterations"] = args.iterations
     if args.seed is not None:
-        match["seed"] = args.seed
+        flags["seed"] = args.seed
     if match:
         flags["match"] = match
     if args.buffer:
@@ -352,7 +356,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_coreset(args: argparse.Namespace) -> int:
-    from meddistill.jobs import CoresetJob, resolve, run_coreset
+    from meddistill.app.config import CoresetJob, resolve
+    from meddistill.app.distill import run_coreset
 
     flags = _job_flags(args)
     for key in ("selection", "ipc", "seed", "out"):
@@ -423,7 +428,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from meddistill.jobs import run_export
+    from meddistill.app.evaluate import run_export
 
     print(f"wrote {run_export(args.synthetic, args.out)}")
     return 0

@@ -32,6 +32,11 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+def slug(name: str) -> str:
+    """A dataset name as a folder-name part (folder:/a/b and hub names carry ':' and '/')."""
+    return name.replace(":", "_").replace("/", "_")
+
+
 class RunDir:
     """A folder holding config.yaml, metrics.jsonl, log.txt and result files of one run."""
 
@@ -48,7 +53,7 @@ class RunDir:
         cls, runs_root: str | Path, command: str, dataset: str, config: dict[str, Any]
     ) -> RunDir:
         """The default folder runs_root/command/dataset-<config hash>."""
-        name = f"{dataset.replace(':', '_').replace('/', '_')}-{stable_hash(config, 8)}"
+        name = f"{slug(dataset)}-{stable_hash(config, 8)}"
         return cls(Path(runs_root) / command / name, config)
 
     def _make_logger(self) -> logging.Logger:

@@ -125,7 +125,7 @@ def test_coreset_set_is_a_synthetic_set():
 
 def test_errors_are_config_errors():
     ds, feats = _interleaved()
-    with pytest.raises(ConfigError, match="larger than class"):
+    with pytest.raises(ConfigError, match="larger than the smallest class"):
         coresets.select_coreset("herding", ds, 6, features=feats, generator=None)
     with pytest.raises(ConfigError, match="unknown coreset"):
         coresets.select_coreset("kmeans", ds, 1, features=feats, generator=None)

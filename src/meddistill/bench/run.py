@@ -1,7 +1,7 @@
 """Running a grid: make each cell's artifact once and train its missing evaluation networks.
 
 Expert buffers and synthetic sets live in folders named by a hash of what produced them
-(meddistill.jobs), and the results database (bench/db.py) records each finished artifact and
+(meddistill.app), and the results database (bench/db.py) records each finished artifact and
 each trained evaluation network. Running a grid again, after a kill or with more seeds or
 architectures, skips every network whose row exists and every artifact already made, and
 resumes a half-made buffer or distillation from its own checkpoints.

@@ -1,9 +1,10 @@
 """Runners: how a grid method makes the artifact of a cell (a synthetic-set folder).
 
 The registry maps each name grid.methods accepts to a runner (and an optional resolver that
-validates its config at planning time): the distillation methods through `jobs.run_distill`
-(with their expert buffer, made once and reused), the coreset selections through
-`jobs.run_coreset`, and whatever `register_runner` adds.
+validates its config at planning time): every method of the method registry
+(meddistill.methods.registry: distillations with their expert buffer, made once and reused,
+and the coreset selections) through `app.distill.run_distill`, and whatever `register_runner`
+adds (an extension point, used by tests).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from meddistill import jobs
+from meddistill.app.buffer import run_buffer
+from meddistill.app.config import BufferJob, DistillJob
+from meddistill.app.distill import resolve_distill, run_distill
 from meddistill.bench.db import Artifact, ResultsDB, Stage, measure_stage
 from meddistill.bench.spec import BASELINES, _dataset_config, _dataset_identity
-from meddistill.config import from_dict, merge, to_dict
+from meddistill.config import from_dict, to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
-from meddistill.methods import available_methods, coresets, method_kind
+from meddistill.methods.registry import METHODS, available_methods, get_method
 from meddistill.utils import stable_hash
 
 if TYPE_CHECKING:  # a runner makes a planned cell; planning looks runners up
@@ -100,7 +103,8 @@ def _registered(method: str) -> _Registered:
     if key in _RUNNERS:
         return _RUNNERS[key]
     if key in available_methods():
-        return _Registered(run_distill_method, resolve_distill_config)
+        preset = get_method(key).synthesises
+        return _Registered(run_distill_method, resolve_distill_config, uses_method_preset=preset)
     raise ConfigError(
         f"unknown method '{method}' in grid.methods; known: {', '.join(known_methods())} "
         f"(baselines {', '.join(BASELINES)} go in grid.baselines)"
@@ -108,21 +112,26 @@ def _registered(method: str) -> _Registered:
 
 
 def resolve_distill_config(method: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A DistillJob dict validated and completed with defaults (the method's section too).
+    """A DistillJob dict validated and completed with defaults (the method's config too).
 
-    Trajectory methods: `experts` is what run_distill will train (its network, optimizer and
-    DSA). Objective methods (DC, DM, ...) use no experts: those keys are dropped, so expert
-    settings never change their identity.
+    With experts: `experts` is what run_distill will train (its network, optimizer and DSA).
+    Without (DC, DM, coresets): those keys are dropped, so expert settings never change their
+    identity. A coreset takes its knobs from the preset's `coreset:` section.
     """
-    job = from_dict(jobs.DistillJob, data)
-    out = to_dict(job)
-    if method_kind(method) != "trajectory":
-        for key in ("experts", "expert_optimizer", "buffer"):
+    entry = get_method(method)
+    data = dict(data)
+    if not entry.synthesises:
+        data["match"] = {"ipc": data["match"]["ipc"], **data.pop("coreset", {})}
+    data.pop("coreset", None)
+    plan = resolve_distill(from_dict(DistillJob, data))
+    out = to_dict(plan.job)
+    if entry.experts is None:
+        for key in ("experts", "expert_optimizer", "buffer", "allow_dsa_mismatch"):
             out.pop(key, None)
-    elif job.buffer is None:
-        out["experts"] = to_dict(jobs.expert_buffer_config(job))
-    out["match"] = to_dict(jobs.match_config(job))
-    out["match"].pop("seed", None)  # the cell's seed is set when it runs
+    elif plan.experts is not None:
+        out["experts"] = to_dict(plan.experts)
+    out["match"] = to_dict(plan.config)
+    out.pop("seed", None)  # the cell's seed is set when it runs
     return out
 
 
@@ -134,11 +143,11 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
     by absolute path so the distillation folder's hash, and thus its resume, never depends on
     how the runs folder was spelled.
     """
-    job = from_dict(jobs.DistillJob, merge(cell.config, {"match": {"seed": cell.seed}}))
+    job = from_dict(DistillJob, {**cell.config, "seed": cell.seed})
     parent = None
-    if method_kind(job.method) == "trajectory" and job.buffer is None:
-        experts = jobs.expert_buffer_config(job)
-        buffer_job = jobs.BufferJob(dataset=job.dataset, buffer=experts, device=job.device)
+    experts = resolve_distill(job).experts
+    if experts is not None:
+        buffer_job = BufferJob(dataset=job.dataset, buffer=experts, device=job.device)
         identity = {
             "kind": "buffer",
             "dataset": _dataset_identity(to_dict(job.dataset)),
@@ -152,7 +161,7 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
         else:
             ctx.log("  buffer: training experts")
             with measure_stage(ctx.device) as stage:
-                summary = jobs.run_buffer(buffer_job, ctx.runs_root, progress=ctx.progress)
+                summary = run_buffer(buffer_job, ctx.runs_root, progress=ctx.progress)
             path = str(Path(summary["buffer"]).resolve())
             without_seed = {**identity, "buffer": {**identity["buffer"], "seed": None}}
             ctx.db.add_artifact(
@@ -175,7 +184,7 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
         job.buffer = str(Path(path).resolve())
     ctx.log(f"  distill: {cell.method} ipc {cell.ipc} seed {cell.seed}")
     with measure_stage(ctx.device) as stage:
-        results = jobs.run_distill(job, ctx.runs_root, progress=ctx.progress)
+        results = run_distill(job, ctx.runs_root, progress=ctx.progress)
     return Produced(
         path=results["synthetic"],
         stage=stage,
@@ -184,45 +193,8 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
     )
 
 
-# Coreset selections as grid methods; 'random' is the random-subset baseline row already.
-CORESET_METHODS = tuple(m for m in coresets.CORESET_METHODS if m not in BASELINES)
-
-
-def resolve_coreset_config(method: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A CoresetJob dict for a coreset cell: its dataset, feature network and IPC.
-
-    The dataset preset's `model` is the network whose features rank the images; `coreset:`
-    (e.g. {feature_epochs: 5}) may set the rest. Matching and expert settings are dropped:
-    they do not change a coreset.
-    """
-    section = dict(data.get("coreset", {}))
-    job = from_dict(
-        jobs.CoresetJob,
-        {
-            **section,
-            "dataset": data.get("dataset", {}),
-            "model": data.get("model", {}),
-            "selection": method,
-            "ipc": data["match"]["ipc"],
-            "final_eval": False,
-            "device": data.get("device", "auto"),
-        },
-    )
-    out = to_dict(job)
-    out.pop("eval", None)
-    out.pop("seed", None)  # the cell's seed is set when it runs
-    out.pop("out", None)
-    return out
-
-
-def run_coreset_method(cell: Cell, ctx: RunContext) -> Produced:
-    """`jobs.run_coreset` (no evaluation: the grid trains the networks)."""
-    job = from_dict(jobs.CoresetJob, {**cell.config, "seed": cell.seed, "final_eval": False})
-    ctx.log(f"  coreset: {cell.method} ipc {cell.ipc} seed {cell.seed}")
-    with measure_stage(ctx.device) as stage:
-        results = jobs.run_coreset(job, ctx.runs_root, progress=ctx.progress)
-    return Produced(path=results["synthetic"], stage=stage, meta={"run_dir": results["run_dir"]})
-
-
-for _name in CORESET_METHODS:
-    register_runner(_name, run_coreset_method, resolve_coreset_config, uses_method_preset=False)
+# Coreset selections as grid methods ('random' is the random-subset baseline row already):
+# the registry's methods that select real images.
+CORESET_METHODS = tuple(
+    name for name, m in METHODS.items() if not m.synthesises and name not in BASELINES
+)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meddistill import jobs
+from meddistill.app.config import DatasetConfig
 from meddistill.config import apply_overrides, from_dict, load_yaml
 from meddistill.errors import ConfigError
 from meddistill.training.evaluate import DEFAULT_LR
@@ -212,9 +212,9 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
     return grid_from_dict(data, root=p.parent)
 
 
-def _dataset_config(section: dict[str, Any]) -> jobs.DatasetConfig:
+def _dataset_config(section: dict[str, Any]) -> DatasetConfig:
     """A dataset section validated (shared by planning and the runners, which load it)."""
-    return from_dict(jobs.DatasetConfig, section, "dataset")
+    return from_dict(DatasetConfig, section, "dataset")
 
 
 def _dataset_identity(section: dict[str, Any]) -> dict[str, Any]:

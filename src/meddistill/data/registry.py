@@ -137,6 +137,18 @@ def default_dsa_strategy(name: str) -> str:
     return NO_FLIP_DSA if key in NO_FLIP else FULL_DSA
 
 
+def dsa_strategy_for(dataset: MedicalDataset) -> str:
+    """The DSA strategy of a loaded dataset: the one it records, else its name's default, else
+    the full strategy (a dataset a user built from tensors)."""
+    recorded = dataset.info.get("dsa_strategy") if dataset.info else None
+    if recorded:
+        return str(recorded)
+    try:
+        return default_dsa_strategy(dataset.name)
+    except ConfigError:
+        return FULL_DSA
+
+
 def folder_search_dirs(preset: FolderPreset, root: str | os.PathLike[str] | None) -> list[Path]:
     """The folders tried for a preset, in order (see the module docstring)."""
     if root is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import abc
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,26 +31,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from meddistill.augment.dsa import DEFAULT_STRATEGY, DSA
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset, Split
+from meddistill.data.draws import check_ipc, draw_per_class, real_per_class
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
-from meddistill.matching.engine import CHECKPOINT
-from meddistill.matching.loop import drive
-from meddistill.matching.state import prepare_run_folder, resume_state
+from meddistill.matching.loop import DistillLoop, DistillRun
 from meddistill.models import ModelSpec, build_model
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
 from meddistill.training.loop import train_network
 from meddistill.utils import atomic_path, derive_seed, make_generator
-
-MetricSink = Callable[[dict[str, Any]], None]
-
-# Method name -> module. The one reference from matching up to methods, resolved lazily by
-# `distill_objective` (the lead may move that function into meddistill.methods).
 
 
 @dataclass
@@ -60,7 +52,6 @@ class ObjectiveConfig:
 
     ipc: int = 10
     iterations: int = 1000  # iterations of the paper (steps = iterations * steps_per_iteration)
-    seed: int = 0
     init: Literal["real", "noise"] = "real"
     lr_img: float = 0.1
     momentum_img: float = 0.5
@@ -110,9 +101,9 @@ class RealSampler:
         ]
 
     def __call__(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        idx = self.per_class[c]
-        perm = torch.randperm(idx.numel(), generator=generator)[:n].to(idx.device)
-        return self.images.index_select(0, idx[perm]).float()
+        return self.images.index_select(
+            0, draw_per_class([self.per_class[c]], n, generator)
+        ).float()
 
     def mixed(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n random images of the whole split with their labels (IDM's network training)."""
@@ -233,8 +224,11 @@ class Objective(abc.ABC):
         """The images a network trains on (IDM's multi-formation expands them)."""
         return images, labels
 
-    def initial_images(self, dataset: MedicalDataset, cfg: Any) -> torch.Tensor | None:
-        """Initial stored images when the method packs them (IDM); None: the default init."""
+    def initial_images(
+        self, dataset: MedicalDataset, cfg: Any, generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """Initial stored images when the method packs them (IDM), drawn from `generator`;
+        None: the default init."""
         return None
 
 
@@ -350,25 +344,6 @@ class InnerLoopObjective(Objective):
         self.net.load_state_tensors(tensors)
 
 
-def initial_images(
-    dataset: MedicalDataset, ipc: int, seed: int, init: str, device: torch.device
-) -> torch.Tensor:
-    """ipc random real images per class, class by class (or noise): the same draw as the
-    trajectory engine's `initial_state` for init 'real'/'noise' with the same seed."""
-    gen = make_generator(derive_seed(seed, "init"))
-    train = dataset.train
-    chosen = []
-    for idx in dataset.class_indices("train"):
-        idx = idx.to("cpu")
-        perm = torch.randperm(idx.numel(), generator=gen)[:ipc]
-        chosen.append(idx[perm])
-    index = torch.cat(chosen).to(train.images.device)
-    images = train.images.index_select(0, index).to(device, torch.float32).clone()
-    if init == "noise":
-        images = torch.randn(images.shape, generator=gen).to(device)
-    return images
-
-
 # Checkpoint ---------------------------------------------------------------------------------
 @dataclass
 class ObjectiveState:
@@ -434,8 +409,10 @@ class StepLog:
     parts: dict[str, float]
 
 
-class ObjectiveDistiller:
-    """Runs one objective distillation: `run()` returns the synthetic set, writing checkpoints."""
+class ObjectiveDistiller(DistillLoop[ObjectiveState]):
+    """Runs one objective distillation: `execute()` returns the synthetic set."""
+
+    unit = "step"
 
     def __init__(
         self,
@@ -445,28 +422,12 @@ class ObjectiveDistiller:
         build: ObjectiveBuilder,
         *,
         device: torch.device,
-        out_dir: str | Path,
-        dsa_strategy: str | None = None,
-        method: str = "custom",
-        on_metric: MetricSink | None = None,
-        progress: bool = True,
-        log: Callable[[str], None] | None = None,
+        run: DistillRun,
     ) -> None:
-        smallest = min(dataset.class_counts("train"))
-        if cfg.ipc > smallest:
-            raise ConfigError(
-                f"ipc {cfg.ipc} is larger than the smallest class of {dataset.name} "
-                f"({smallest} train images); choose ipc <= {smallest}"
-            )
-        self.cfg, self.dataset, self.spec, self.device = cfg, dataset, spec, device
-        self.out_dir = Path(out_dir)
-        self.method = method
-        self.on_metric = on_metric or (lambda record: None)
-        self.progress = progress
-        self.log = log or (lambda message: None)
-        strategy = cfg.dsa_strategy or dsa_strategy or DEFAULT_STRATEGY
-        self.dsa_strategy = strategy if cfg.dsa else "none"
-        dsa = DSA(strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
+        check_ipc(dataset, cfg.ipc)
+        self.cfg, self.dataset, self.spec, self.device, self.run = cfg, dataset, spec, device, run
+        self.dsa_strategy = run.dsa_strategy if cfg.dsa else "none"
+        dsa = DSA(run.dsa_strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
         self.ctx = ObjectiveContext(
             spec=spec,
             in_channels=dataset.channels,
@@ -480,19 +441,17 @@ class ObjectiveDistiller:
         self.objective = build(cfg, self.ctx)
         self.real = RealSampler(dataset.train, dataset.num_classes)
         self.labels = torch.arange(dataset.num_classes, device=device).repeat_interleave(cfg.ipc)
-        self.total_steps = cfg.iterations * self.objective.steps_per_iteration
-
-    def warn(self, message: str) -> None:
-        tqdm.write(f"warning: {message}", file=sys.stderr)
-        self.log(f"warning: {message}")
+        self.total = cfg.iterations * self.objective.steps_per_iteration
 
     def initial_state(self) -> ObjectiveState:
         """Images from real samples per class (or noise); the objective may re-pack them."""
-        images = self.objective.initial_images(self.dataset, self.cfg)
+        gen = make_generator(derive_seed(self.run.seed, "init"))
+        images = self.objective.initial_images(self.dataset, self.cfg, gen)
         if images is None:
-            images = initial_images(
-                self.dataset, self.cfg.ipc, self.cfg.seed, self.cfg.init, self.device
-            )
+            images, _ = real_per_class(self.dataset, self.cfg.ipc, gen)
+            images = images.to(self.device)
+            if self.cfg.init == "noise":
+                images = torch.randn(images.shape, generator=gen).to(self.device)
         return ObjectiveState(step=0, images=images, momentum=torch.zeros_like(images))
 
     def lr_at(self, step: int) -> float:
@@ -512,7 +471,7 @@ class ObjectiveDistiller:
         grad = torch.zeros_like(x) if grad is None else grad
         if not math.isfinite(value) or not bool(torch.isfinite(grad).all()):
             raise NumericalError(
-                f"{self.method} loss became {value} at step {s}; lower lr_img (now "
+                f"{self.run.method} loss became {value} at step {s}; lower lr_img (now "
                 f"{self.cfg.lr_img}); the last good checkpoint is kept"
             )
         lr = self.lr_at(s)
@@ -523,76 +482,42 @@ class ObjectiveDistiller:
             s, value, lr, round(time.perf_counter() - t0, 4), dict(self.objective.metrics)
         )
 
+    def position(self, state: ObjectiveState) -> int:
+        return state.step
+
+    def advance(self, state: ObjectiveState, generator: torch.Generator) -> dict[str, str]:
+        entry = self.step(state, generator)
+        if entry.iteration % self.cfg.log_every == 0:
+            self.run.on_metric(
+                {"stage": "distill", "iteration": entry.iteration, "loss": entry.loss,
+                 "lr_img": entry.lr_img, "seconds": entry.seconds, **entry.parts}
+            )  # fmt: skip
+        return {"loss": f"{entry.loss:.4f}"}
+
     def checkpoint_meta(self) -> dict[str, Any]:
         return {
             "config": to_dict(self.cfg),
+            "seed": self.run.seed,
             "spec": to_dict(self.spec),
             "source_id": self.dataset.source_id,
-            "method": self.method,
+            "method": self.run.method,
             "dsa_strategy": self.dsa_strategy,
         }
 
-    def _load_or_init(self) -> tuple[ObjectiveState, torch.Generator]:
-        ckpt = self.out_dir / CHECKPOINT
-        generator = make_generator(derive_seed(self.cfg.seed, "distill"))
-        state = resume_state(
-            ckpt,
-            lambda path: ObjectiveState.load(path, self.device),
-            self.checkpoint_meta(),
-            generator,
-            "configuration or method",
-        )
-        if state is None:
-            return self.initial_state(), generator
-        self.objective.load_state_tensors(state.objective)
-        self.log(f"resuming from {ckpt} at step {state.step}")
-        return state, generator
+    def load_state(self, path: Path) -> tuple[ObjectiveState, dict]:
+        return ObjectiveState.load(path, self.device)
 
-    def _save(self, state: ObjectiveState, generator: torch.Generator) -> None:
+    def resumed(self, state: ObjectiveState) -> None:
+        self.objective.load_state_tensors(state.objective)
+
+    def save_state(self, state: ObjectiveState, generator: torch.Generator, path: Path) -> None:
         state.generator_state = generator.get_state()
         state.objective = self.objective.state_tensors()
-        state.save(self.out_dir / CHECKPOINT, self.checkpoint_meta())
+        state.save(path, self.checkpoint_meta())
 
-    def run(
-        self, evaluate: Callable[[SyntheticSet, int], dict[str, Any]] | None = None
-    ) -> SyntheticSet:
-        """Step to iterations * steps_per_iteration (resuming if a checkpoint exists)."""
-        cfg = self.cfg
-        prepare_run_folder(self.out_dir, CHECKPOINT)
-        state, generator = self._load_or_init()
-
-        def advance() -> dict[str, str]:
-            entry = self.step(state, generator)
-            if entry.iteration % cfg.log_every == 0:
-                self.on_metric(
-                    {
-                        "stage": "distill",
-                        "iteration": entry.iteration,
-                        "loss": entry.loss,
-                        "lr_img": entry.lr_img,
-                        "seconds": entry.seconds,
-                        **entry.parts,
-                    }
-                )
-            return {"loss": f"{entry.loss:.4f}"}
-
-        def periodic_eval(done: int) -> None:
-            result = evaluate(self.synthetic_set(state), done)  # type: ignore[misc]
-            self.on_metric({"stage": "eval", "iteration": done, **result})
-
-        drive(
-            total=self.total_steps,
-            position=lambda: state.step,
-            advance=advance,
-            save=lambda: self._save(state, generator),
-            checkpoint_every=cfg.checkpoint_every,
-            eval_every=cfg.eval_every,
-            evaluate=periodic_eval if evaluate else None,
-            desc=f"distill {self.method}",
-            unit="step",
-            progress=self.progress,
-        )
-        return self.synthetic_set(state)
+    def run_all(self) -> SyntheticSet:
+        """Step to iterations * steps_per_iteration (resuming from the run folder)."""
+        return self.execute(self.cfg.eval_every, self.cfg.checkpoint_every)
 
     def synthetic_set(self, state: ObjectiveState) -> SyntheticSet:
         """The shareable set (decoded by the objective: IDM's multi-formation expands it)."""

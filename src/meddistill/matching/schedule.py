@@ -1,23 +1,24 @@
 """Window schedules: which stretch of which expert trajectory an iteration matches.
 
-- random (MTT, HoP-TM, FTD, ATT): start t ~ U{min_start, ..., max_start - 1} (upper bound
-  exclusive, as numpy's randint in the references), target t + expert_epochs, syn_steps steps.
-- growing (DATM): as random, with the upper bound growing linearly from growing_start to
-  max_start by iteration growing_end.
-- progressive (PTM, section 3.2): every round starts at theta_0; the end epoch grows from 1 to T
-  over the run and the number of student steps grows with it.
-- fixed: always [min_start, min_start + expert_epochs].
+A method picks one schedule object; the engine asks it for a window every iteration:
+- RandomWindows (MTT, HoP-TM Algorithm 1, FTD, ATT): start t ~ U{min_start, ..., max_start - 1}
+  (upper bound exclusive, as numpy's randint in the references), target t + M, N steps.
+- GrowingWindows (DATM): as random, with the upper bound growing linearly from growing_start
+  to max_start by iteration growing_end.
+- ProgressiveWindows (PTM, section 3.2): every round starts at theta_0; the end epoch grows
+  from 1 to T over the run and the number of student steps grows with it.
+- FixedWindows: always [start, start + M].
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 
 from meddistill.errors import ConfigError
-from meddistill.matching.config import MatchConfig
 
 
 @dataclass(frozen=True)
@@ -35,53 +36,122 @@ class Window:
         return self.start + (self.end - self.start) // 2
 
 
+class WindowSchedule(Protocol):
+    """Where on an expert trajectory iteration `iteration` matches."""
+
+    def window(
+        self, iteration: int, expert: int, last_epoch: int, generator: torch.Generator
+    ) -> Window: ...
+
+    def furthest_epoch(self, last_epoch: int) -> int: ...
+
+
 def _randint(low: int, high: int, generator: torch.Generator) -> int:
     """Uniform integer in [low, high) from the explicit generator."""
     return int(torch.randint(low, high, (1,), generator=generator).item())
 
 
-def progressive_end(iteration: int, cfg: MatchConfig, last_epoch: int) -> int:
-    """PTM end epoch at `iteration`: grows from 1 to T over the run (linear or sqrt pace)."""
-    total = cfg.progressive_end or last_epoch
-    frac = iteration / max(1, cfg.iterations - 1)
-    if cfg.progressive_growth == "sqrt":
-        frac = math.sqrt(frac)
-    return max(1, min(total, 1 + int(frac * (total - 1) + 0.5)))
+@dataclass(frozen=True)
+class RandomWindows:
+    """MTT's window: a uniform start in [min_start, max_start), `expert_epochs` ahead."""
+
+    syn_steps: int
+    expert_epochs: int
+    min_start: int
+    max_start: int
+
+    def upper_bound(self, iteration: int) -> int:
+        return self.max_start
+
+    def window(
+        self, iteration: int, expert: int, last_epoch: int, generator: torch.Generator
+    ) -> Window:
+        start = _randint(self.min_start, self.upper_bound(iteration), generator)
+        return Window(expert, start, start + self.expert_epochs, self.syn_steps)
+
+    def furthest_epoch(self, last_epoch: int) -> int:
+        return self.max_start - 1 + self.expert_epochs
 
 
-def progressive_steps(end: int, cfg: MatchConfig) -> int:
-    """Student steps of a PTM round ending at `end`: steps per epoch x end, capped."""
-    per_epoch = cfg.progressive_steps_per_epoch or cfg.syn_steps / cfg.expert_epochs
-    steps = max(1, int(round(per_epoch * end)))
-    return min(steps, cfg.progressive_max_steps) if cfg.progressive_max_steps else steps
+@dataclass(frozen=True)
+class GrowingWindows(RandomWindows):
+    """DATM: the start's upper bound grows from growing_start to max_start by growing_end."""
+
+    growing_start: int = 2
+    growing_end: int = 0  # 0: max_start at once
+
+    def upper_bound(self, iteration: int) -> int:
+        if self.growing_end <= 0 or iteration >= self.growing_end:
+            return self.max_start
+        grown = (
+            self.growing_start
+            + (self.max_start - self.growing_start) * iteration / self.growing_end
+        )
+        return max(self.min_start + 1, int(grown))
+
+
+@dataclass(frozen=True)
+class FixedWindows:
+    """Always the same window [start, start + expert_epochs] (tests, ablations)."""
+
+    syn_steps: int
+    expert_epochs: int
+    start: int = 0
+
+    def window(
+        self, iteration: int, expert: int, last_epoch: int, generator: torch.Generator
+    ) -> Window:
+        return Window(expert, self.start, self.start + self.expert_epochs, self.syn_steps)
+
+    def furthest_epoch(self, last_epoch: int) -> int:
+        return self.start + self.expert_epochs
+
+
+@dataclass(frozen=True)
+class ProgressiveWindows:
+    """PTM section 3.2: start at theta_0, end epoch 1 -> T over the run, steps grow with it."""
+
+    iterations: int
+    steps_per_epoch: float  # student steps per expert epoch
+    end: int = 0  # T (0: the buffer's last epoch)
+    max_steps: int = 0  # cap on a round's student steps (0: none)
+    growth: Literal["linear", "sqrt"] = "linear"
+
+    def end_epoch(self, iteration: int, last_epoch: int) -> int:
+        """The end epoch at `iteration`: grows from 1 to T (linear or sqrt pace)."""
+        total = self.end or last_epoch
+        frac = iteration / max(1, self.iterations - 1)
+        if self.growth == "sqrt":
+            frac = math.sqrt(frac)
+        return max(1, min(total, 1 + int(frac * (total - 1) + 0.5)))
+
+    def steps(self, end: int) -> int:
+        """Student steps of a round ending at `end`: steps per epoch x end, capped."""
+        steps = max(1, int(round(self.steps_per_epoch * end)))
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+    def window(
+        self, iteration: int, expert: int, last_epoch: int, generator: torch.Generator
+    ) -> Window:
+        end = self.end_epoch(iteration, last_epoch)
+        return Window(expert, 0, end, self.steps(end))
+
+    def furthest_epoch(self, last_epoch: int) -> int:
+        return self.end or last_epoch
 
 
 def sample_window(
     iteration: int,
-    cfg: MatchConfig,
+    schedule: WindowSchedule,
     experts: list[int],
     last_epoch: int,
     generator: torch.Generator,
 ) -> Window:
-    """Draw this iteration's expert (uniformly, from the generator) and window."""
+    """Draw this iteration's expert (uniformly, from the generator), then its window."""
     if not experts:
         raise ConfigError("the buffer holds no finished expert; run `meddistill buffer` first")
     expert = experts[_randint(0, len(experts), generator)]
-    if cfg.schedule == "progressive":
-        end = progressive_end(iteration, cfg, last_epoch)
-        window = Window(expert, 0, end, progressive_steps(end, cfg))
-    elif cfg.schedule == "fixed":
-        window = Window(expert, cfg.min_start, cfg.min_start + cfg.expert_epochs, cfg.syn_steps)
-    else:
-        high = cfg.max_start
-        if cfg.schedule == "growing" and cfg.growing_end > 0 and iteration < cfg.growing_end:
-            grown = (
-                cfg.growing_start
-                + (cfg.max_start - cfg.growing_start) * iteration / cfg.growing_end
-            )
-            high = max(cfg.min_start + 1, int(grown))
-        start = _randint(cfg.min_start, high, generator)
-        window = Window(expert, start, start + cfg.expert_epochs, cfg.syn_steps)
+    window = schedule.window(iteration, expert, last_epoch, generator)
     if window.end > last_epoch:
         raise ConfigError(
             f"window [{window.start}, {window.end}] goes past the buffer's last epoch "
@@ -91,20 +161,14 @@ def sample_window(
     return window
 
 
-def check_schedule(cfg: MatchConfig, last_epoch: int) -> None:
+def check_schedule(schedule: WindowSchedule, last_epoch: int) -> None:
     """Refuse, before any work, a schedule whose windows can leave the buffer."""
-    if cfg.schedule == "progressive":
-        end = cfg.progressive_end or last_epoch
-        furthest = end
-    elif cfg.schedule == "fixed":
-        furthest = cfg.min_start + cfg.expert_epochs
-    else:
-        furthest = cfg.max_start - 1 + cfg.expert_epochs
+    furthest = schedule.furthest_epoch(last_epoch)
     if furthest > last_epoch:
         raise ConfigError(
             f"windows reach expert epoch {furthest} but the buffer ends at epoch {last_epoch}; "
-            f"lower max_start (now {cfg.max_start}) or expert_epochs (now {cfg.expert_epochs}), "
-            "or make a buffer with more epochs"
+            "lower max_start or expert_epochs (or progressive_end), or make a buffer with "
+            "more epochs"
         )
 
 

@@ -40,9 +40,8 @@ from meddistill.matching.objective import (
     ObjectiveContext,
     RealSampler,
 )
+from meddistill.methods.objective import objective_method
 
-KIND = "objective"
-EXPERTS = None  # no expert buffer
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.GELU)
 
 
@@ -50,6 +49,9 @@ ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.GELU)
 class CAFEConfig(InnerLoopConfig):
     """CAFE's loss weights; `layer_weights` empty: the reference pattern (see the docstring)."""
 
+    iterations: int = 2000
+    lr_img_decay_at: list[int] = field(default_factory=lambda: [1200, 1600, 1800])
+    dsa: bool = False
     layer_weights: list[float] = field(default_factory=list)
     embed_weight: float = 1.0
     discrimination_weight: float = 0.01
@@ -62,26 +64,6 @@ class CAFEConfig(InnerLoopConfig):
             raise ConfigError(
                 f"option discrimination_weight must be >= 0, got {self.discrimination_weight}"
             )
-
-
-CONFIG = CAFEConfig
-DEFAULTS = {
-    "iterations": 2000,
-    "init": "real",
-    "lr_img": 0.1,
-    "lr_img_decay_at": [1200, 1600, 1800],
-    "momentum_img": 0.5,
-    "batch_real": 256,
-    "dsa": False,
-    "syn_lr": 0.01,
-    "outer_loop": 0,
-    "inner_loop": 0,
-    "lr_net": 0.01,
-    "batch_train": 256,
-    "layer_weights": [],
-    "embed_weight": 1.0,
-    "discrimination_weight": 0.01,
-}
 
 
 def block_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -194,3 +176,6 @@ class FeatureAlignment(InnerLoopObjective):
 
 def build(cfg: CAFEConfig, ctx: ObjectiveContext) -> FeatureAlignment:
     return FeatureAlignment(cfg, ctx)
+
+
+METHOD = objective_method("cafe", "Wang et al., CVPR 2022", CAFEConfig, build)

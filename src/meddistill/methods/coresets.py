@@ -18,12 +18,18 @@ herding baseline uses them raw; normalise them yourself and pass `features=` for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from meddistill.data.dataset import MedicalDataset
+from meddistill.data.draws import check_ipc, draw_per_class
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
+from meddistill.experts.store import TrajectoryStore
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.base import MethodEntry
 from meddistill.models import ModelSpec, build_model_for
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import train_network
@@ -134,19 +140,6 @@ def _check_k(k: int, n: int) -> None:
         raise ConfigError(f"cannot select {k} of {n} samples; choose 1 <= k <= {n}")
 
 
-def _check_ipc(dataset: MedicalDataset, ipc: int) -> None:
-    if isinstance(ipc, bool) or int(ipc) != ipc or ipc < 1:
-        raise ConfigError(f"ipc must be a positive integer, got {ipc!r}")
-    counts = dataset.class_counts("train")
-    for c, count in enumerate(counts):
-        if count < ipc:
-            raise ConfigError(
-                f"ipc={ipc} is larger than class '{dataset.class_names[c]}' (index {c}) of "
-                f"dataset '{dataset.name}', which has {count} training images; choose "
-                f"ipc <= {min(counts)}"
-            )
-
-
 def select_coreset(
     method: str,
     dataset: MedicalDataset,
@@ -167,23 +160,20 @@ def select_coreset(
     name = method.lower()
     if name not in CORESET_METHODS:
         raise ConfigError(f"unknown coreset method '{method}'; valid: {', '.join(CORESET_METHODS)}")
-    _check_ipc(dataset, ipc)
+    check_ipc(dataset, ipc)
     train = dataset.train
     per_class = dataset.class_indices("train")
-    chosen: list[torch.Tensor] = []
     if name == "random":
         if generator is None:
             raise ConfigError("coreset 'random' needs a seeded generator (utils.make_generator)")
-        for idx in per_class:
-            perm = torch.randperm(idx.numel(), generator=generator, device=generator.device)
-            chosen.append(idx[perm[:ipc].to(idx.device)])
+        index = draw_per_class(per_class, ipc, generator)
     else:
         feats = _train_features(dataset, features, model, batch)
         pick = herding_order if name == "herding" else kcenter_order
-        for idx in per_class:
-            order = pick(feats[idx.to(feats.device)], ipc).to(idx.device)
-            chosen.append(idx[order])
-    index = torch.cat(chosen).to(train.images.device)
+        index = torch.cat(
+            [idx[pick(feats[idx.to(feats.device)], ipc).to(idx.device)] for idx in per_class]
+        )
+    index = index.to(train.images.device)
     return (
         train.images.index_select(0, index).clone(),
         train.labels.index_select(0, index.to(train.labels.device)).clone(),
@@ -244,3 +234,50 @@ def coreset_set(
             "train_indices": index.tolist(),
         },
     )
+
+
+@dataclass
+class CoresetConfig:
+    """A coreset's knobs: images per class and, for herding and k-center, the epochs of the
+    network whose features rank the samples."""
+
+    ipc: int = 10
+    feature_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.feature_epochs < 1:
+            raise ConfigError(f"option feature_epochs must be >= 1, got {self.feature_epochs}")
+
+
+def _coreset_method(name: str, paper: str) -> MethodEntry:
+    def distill(
+        dataset: MedicalDataset,
+        cfg: CoresetConfig,
+        *,
+        experts: TrajectoryStore | None,
+        model: ModelSpec,
+        device: torch.device,
+        run: DistillRun,
+    ) -> SyntheticSet:
+        net = None
+        if name != "random":
+            net = feature_network(
+                dataset, model, epochs=cfg.feature_epochs,
+                seed=derive_seed(run.seed, "features"), device=device, progress=run.progress,
+            )  # fmt: skip
+        return coreset_set(
+            name, dataset, cfg.ipc, model=net,
+            generator=make_generator(derive_seed(run.seed, "coreset", cfg.ipc)),
+            meta={"method": name, "seed": run.seed},
+        )  # fmt: skip
+
+    return MethodEntry(
+        name, paper, CoresetConfig, distill, experts=None, kind="coreset", synthesises=False
+    )
+
+
+METHODS = [
+    _coreset_method("random", "random real subset"),
+    _coreset_method("herding", "Welling, ICML 2009 (greedy form)"),
+    _coreset_method("kcenter", "Sener & Savarese, ICLR 2018"),
+]

@@ -1,25 +1,58 @@
 """DATM: Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory
-Matching", ICLR 2024: start bound growing from growing_start to max_start by growing_end,
-images initialised from real samples the experts classify correctly, learnable soft labels
-initialised from expert logits (soft cross-entropy on their softmax), and the update skipped
-when the loss exceeds a threshold."""
+Matching", ICLR 2024: the start's upper bound grows from growing_start to max_start by
+growing_end, images initialised from real samples the experts classify correctly, learnable
+soft labels initialised from expert logits (soft cross-entropy on their softmax), and the update
+skipped when the loss exceeds a threshold."""
 
-EXPERTS = "gsam"
-DEFAULTS = {
-    "schedule": "growing",
-    "syn_steps": 20,
-    "expert_epochs": 2,
-    "min_start": 0,
-    "max_start": 20,
-    "growing_start": 10,
-    "growing_end": 200,
-    "lr_img": 100.0,
-    "lr_lr": 1e-5,
-    "syn_lr_init": 0.01,
-    "init": "real_correct",
-    "soft_labels": True,
-    "learn_labels": True,
-    "lr_y": 2.0,
-    "momentum_y": 0.9,
-    "loss_skip_threshold": 1.0,
-}
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meddistill.data.dataset import MedicalDataset
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import TrajectoryParts
+from meddistill.matching.labels import ExpertSoftLabels, HardLabels
+from meddistill.matching.loop import DistillRun
+from meddistill.matching.schedule import GrowingWindows
+from meddistill.methods.trajectory import trajectory_method
+
+
+@dataclass
+class DATMConfig(TrajectoryConfig):
+    """MTT's knobs plus the growing start bound, soft labels and the loss-skip threshold."""
+
+    max_start: int = 20
+    growing_start: int = 10  # the start's upper bound at iteration 0
+    growing_end: int = 200  # the iteration by which it reaches max_start (0: at once)
+    lr_img: float = 100.0
+    init: Literal["real", "real_correct", "noise"] = "real_correct"
+    soft_labels: bool = True
+    learn_labels: bool = True
+    lr_y: float = 2.0
+    momentum_y: float = 0.9
+    label_expert_epoch: int = -1  # expert epoch whose logits initialise labels (-1: last)
+    loss_skip_threshold: float = 1.0  # 0: never skip
+
+
+def windows(cfg: DATMConfig) -> GrowingWindows:
+    cfg.check_start_range()
+    return GrowingWindows(
+        cfg.syn_steps, cfg.expert_epochs, cfg.min_start, cfg.max_start,
+        cfg.growing_start, cfg.growing_end,
+    )  # fmt: skip
+
+
+def parts(cfg: DATMConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
+    """Growing windows, expert soft labels, the loss-skip gate."""
+    labels = (
+        ExpertSoftLabels(cfg.learn_labels, cfg.lr_y, cfg.momentum_y, cfg.label_expert_epoch)
+        if cfg.soft_labels
+        else HardLabels(expert_epoch=cfg.label_expert_epoch)
+    )
+    return TrajectoryParts(windows=windows(cfg), labels=labels, skip_above=cfg.loss_skip_threshold)
+
+
+METHOD = trajectory_method(
+    "datm", "Guo et al., ICLR 2024", DATMConfig, parts, experts="gsam", windows=windows
+)

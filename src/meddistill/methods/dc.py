@@ -27,26 +27,13 @@ import torch.nn.functional as F
 
 from meddistill.errors import ConfigError
 from meddistill.matching.objective import (
-    LOOPS,
     InnerLoopConfig,
     InnerLoopNetwork,
     InnerLoopObjective,
     ObjectiveContext,
     RealSampler,
-    loops_for_ipc,
 )
-
-KIND = "objective"
-EXPERTS = None  # no expert buffer
-__all__ = [
-    "CONFIG",
-    "DEFAULTS",
-    "LOOPS",
-    "build",
-    "gradient_distance",
-    "layer_distance",
-    "loops_for_ipc",
-]
+from meddistill.methods.objective import objective_method
 
 EPS = 1e-6  # the reference's guard in the cosine denominator
 
@@ -55,24 +42,8 @@ EPS = 1e-6  # the reference's guard in the cosine denominator
 class DCConfig(InnerLoopConfig):
     """DC/DSA settings: the inner-loop network's plus the gradient distance."""
 
+    dsa: bool = False  # DSA (meddistill.methods.dsa_method) is DC with it on
     dis_metric: Literal["ours", "mse", "cos"] = "ours"
-
-
-CONFIG = DCConfig
-DEFAULTS = {
-    "iterations": 1000,
-    "init": "real",
-    "lr_img": 0.1,
-    "momentum_img": 0.5,
-    "batch_real": 256,
-    "dsa": False,
-    "syn_lr": 0.01,
-    "outer_loop": 0,
-    "inner_loop": 0,
-    "lr_net": 0.01,
-    "batch_train": 256,
-    "dis_metric": "ours",
-}
 
 
 def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
@@ -149,3 +120,6 @@ class GradientMatching(InnerLoopObjective):
 def build(cfg: DCConfig, ctx: ObjectiveContext) -> GradientMatching:
     """The DC objective (DSA when cfg.dsa: the context then carries the augmentation)."""
     return GradientMatching(cfg, ctx)
+
+
+METHOD = objective_method("dc", "Zhao, Mopuri, Bilen, ICLR 2021", DCConfig, build)

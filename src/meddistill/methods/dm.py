@@ -20,26 +20,15 @@ from meddistill.matching.objective import (
     ObjectiveContext,
     RealSampler,
 )
-
-KIND = "objective"
-EXPERTS = None  # no expert buffer
+from meddistill.methods.objective import objective_method
 
 
 @dataclass
 class DMConfig(ObjectiveConfig):
-    """DM has no knobs beyond the shared ones."""
+    """DM has no knobs beyond the shared ones; its defaults are the reference's."""
 
-
-CONFIG = DMConfig
-DEFAULTS = {
-    "iterations": 20000,
-    "init": "real",
-    "lr_img": 1.0,
-    "momentum_img": 0.5,
-    "batch_real": 256,
-    "dsa": True,
-    "syn_lr": 0.01,
-}
+    iterations: int = 20000
+    lr_img: float = 1.0
 
 
 def mean_embedding_distance(real_emb: torch.Tensor, syn_emb: torch.Tensor) -> torch.Tensor:
@@ -78,3 +67,6 @@ class DistributionMatching(Objective):
 
 def build(cfg: DMConfig, ctx: ObjectiveContext) -> DistributionMatching:
     return DistributionMatching(cfg, ctx)
+
+
+METHOD = objective_method("dm", "Zhao & Bilen, WACV 2023", DMConfig, build)

@@ -11,11 +11,17 @@ Named dsa_method so it does not clash with meddistill.augment.dsa; the method na
 
 from __future__ import annotations
 
-from meddistill.methods.dc import CONFIG, GradientMatching, build
-from meddistill.methods.dc import DEFAULTS as DC_DEFAULTS
+from dataclasses import dataclass
 
-KIND = "objective"
-EXPERTS = None  # no expert buffer
-DEFAULTS = {**DC_DEFAULTS, "dsa": True}
+from meddistill.methods.dc import DCConfig, build
+from meddistill.methods.objective import objective_method
 
-__all__ = ["CONFIG", "DEFAULTS", "EXPERTS", "KIND", "GradientMatching", "build"]
+
+@dataclass
+class DSAConfig(DCConfig):
+    """DC's knobs with the siamese augmentation on."""
+
+    dsa: bool = True
+
+
+METHOD = objective_method("dsa", "Zhao & Bilen, ICML 2021", DSAConfig, build)

@@ -29,6 +29,7 @@ class, and `HaBaParam.num_stored_values()` gives its real storage for budget com
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,24 +37,13 @@ from torch import nn
 from torch.func import functional_call
 
 from meddistill.data.dataset import MedicalDataset
+from meddistill.data.draws import check_ipc, real_per_class
 from meddistill.errors import ConfigError
-
-EXPERTS = "sgd"
-DEFAULTS = {
-    "schedule": "random",
-    "syn_steps": 30,
-    "expert_epochs": 2,
-    "min_start": 0,
-    "max_start": 20,
-    "lr_img": 100.0,
-    "momentum_img": 0.95,
-    "lr_lr": 1e-5,
-    "momentum_lr": 0.9,
-    "syn_lr_init": 0.001,
-    "init": "real",
-    "haba_hallucinators": 5,
-    "lr_hallucinator": 100.0,
-}
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import TrajectoryParts
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.trajectory import random_windows, trajectory_method
+from meddistill.utils import derive_seed, make_generator
 
 Affine = Literal["pixel", "channel"]
 
@@ -199,18 +189,9 @@ class HaBaParam(nn.Module):
         """Bases = `num_bases_per_class` distinct random real training images of each class
         (drawn first, with `generator`), then the hallucinators from the same generator."""
         _check_positive("haba bases per class (ipc)", num_bases_per_class)
-        counts = dataset.class_counts("train")
-        if num_bases_per_class > min(counts):
-            raise ConfigError(
-                f"{num_bases_per_class} bases per class is more than the smallest class of "
-                f"{dataset.name} ({min(counts)} train images); lower ipc"
-            )
-        chosen = []
-        for idx in dataset.class_indices("train"):
-            perm = torch.randperm(idx.numel(), generator=generator)[:num_bases_per_class]
-            chosen.append(idx.cpu()[perm])
-        index = torch.cat(chosen).to(dataset.train.images.device)
-        bases = dataset.train.images.index_select(0, index).to("cpu", torch.float32)
+        check_ipc(dataset, num_bases_per_class)
+        images, _ = real_per_class(dataset, num_bases_per_class, generator)
+        bases = images.to("cpu", torch.float32)
         return cls(
             num_bases_per_class,
             num_hallucinators,
@@ -268,3 +249,33 @@ class HaBaParam(nn.Module):
             "images_per_class": self.images_per_class,
             "stored_values": self.num_stored_values(),
         }
+
+
+@dataclass
+class HaBaConfig(TrajectoryConfig):
+    """MTT's knobs (ipc counts bases per class) plus the hallucinators and their step size;
+    defaults: the code's CIFAR-10 run."""
+
+    syn_steps: int = 30
+    max_start: int = 20
+    lr_img: float = 100.0
+    momentum_img: float = 0.95
+    momentum_lr: float = 0.9
+    syn_lr_init: float = 0.001
+    haba_hallucinators: int = 5
+    lr_hallucinator: float = 100.0
+
+
+def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
+    """MTT's parts on images rendered as hallucinators x bases (bases from real images)."""
+    param = HaBaParam.from_real(
+        dataset,
+        cfg.ipc,
+        cfg.haba_hallucinators,
+        generator=make_generator(derive_seed(run.seed, "haba")),
+        lr_hallucinator=cfg.lr_hallucinator,
+    )
+    return TrajectoryParts(windows=random_windows(cfg), parameterization=param)
+
+
+METHOD = trajectory_method("haba", "Liu, Wang, Yang, Wang, NeurIPS 2022", HaBaConfig, parts)

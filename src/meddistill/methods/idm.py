@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddistill.data.dataset import MedicalDataset
+from meddistill.data.draws import real_per_class
 from meddistill.errors import ConfigError
 from meddistill.matching.objective import (
     Objective,
@@ -46,16 +47,15 @@ from meddistill.matching.objective import (
     sgd_momentum_,
 )
 from meddistill.methods.dm import mean_embedding_distance
-from meddistill.utils import derive_seed, make_generator
-
-KIND = "objective"
-EXPERTS = None  # no expert buffer
+from meddistill.methods.objective import objective_method
 
 
 @dataclass
 class IDMConfig(ObjectiveConfig):
     """IDM's queue, CE term and multi-formation knobs (see the module docstring)."""
 
+    iterations: int = 20000
+    lr_img: float = 0.2
     queue_size: int = 100
     queue_init: int = 3
     net_every: int = 30
@@ -88,33 +88,6 @@ class IDMConfig(ObjectiveConfig):
             raise ConfigError(f"option ce_weight must be >= 0, got {self.ce_weight}")
         if not self.lr_net > 0:
             raise ConfigError(f"option lr_net must be > 0, got {self.lr_net}")
-
-
-CONFIG = IDMConfig
-DEFAULTS = {
-    "iterations": 20000,
-    "init": "real",
-    "lr_img": 0.2,
-    "momentum_img": 0.5,
-    "batch_real": 256,
-    "dsa": True,
-    "syn_lr": 0.01,
-    "queue_size": 100,
-    "queue_init": 3,
-    "net_every": 30,
-    "match_nets": 1,
-    "train_nets": 2,
-    "net_train_steps": 10,
-    "net_batch": 256,
-    "lr_net": 0.01,
-    "net_momentum": 0.9,
-    "net_weight_decay": 5e-4,
-    "ce_weight": 0.5,
-    "ce_by_accuracy": True,
-    "acc_reset_every": 100,
-    "factor": 1,
-    "real_topk": 0,
-}
 
 
 # Multi-formation --------------------------------------------------------------------------
@@ -185,30 +158,26 @@ class ImprovedDistributionMatching(Objective):
         self.queue: list[QueueNet] = []
 
     # Packing ----------------------------------------------------------------------------
-    def initial_images(self, dataset: MedicalDataset, cfg: IDMConfig) -> torch.Tensor | None:
+    def initial_images(
+        self, dataset: MedicalDataset, cfg: IDMConfig, generator: torch.Generator
+    ) -> torch.Tensor | None:
         """With packing, every block starts as a different real image, downscaled."""
         f = cfg.factor
         if f == 1:
             return None
         per_image = f**dataset.spatial_dims
         need = cfg.ipc * per_image
-        smallest = min(dataset.class_counts("train"))
-        if cfg.init == "real" and need > smallest:
-            raise ConfigError(
-                f"IDM factor {f} at ipc {cfg.ipc} initialises from {need} real images per class "
-                f"but {dataset.name} has a class of {smallest}; lower ipc or factor, or init noise"
-            )
-        gen = make_generator(derive_seed(cfg.seed, "init"))
         if cfg.init == "noise":
             shape = (dataset.num_classes * cfg.ipc, *dataset.image_shape)
-            return torch.randn(shape, generator=gen).to(self.ctx.device)
-        train = dataset.train
-        chosen = []
-        for idx in dataset.class_indices("train"):
-            idx = idx.to("cpu")
-            chosen.append(idx[torch.randperm(idx.numel(), generator=gen)[:need]])
-        index = torch.cat(chosen).to(train.images.device)
-        full = train.images.index_select(0, index).to(self.ctx.device, torch.float32)
+            return torch.randn(shape, generator=generator).to(self.ctx.device)
+        if need > min(dataset.class_counts("train")):
+            raise ConfigError(
+                f"IDM factor {f} at ipc {cfg.ipc} initialises from {need} real images per class "
+                f"but {dataset.name} has a class of {min(dataset.class_counts('train'))}; lower "
+                "ipc or factor, or init noise"
+            )
+        full, _ = real_per_class(dataset, need, generator)
+        full = full.to(self.ctx.device)
         small = _resize(full, [s // f for s in full.shape[2:]])
         return tile_blocks(small, f).contiguous()
 
@@ -345,3 +314,6 @@ class ImprovedDistributionMatching(Objective):
 
 def build(cfg: IDMConfig, ctx: ObjectiveContext) -> ImprovedDistributionMatching:
     return ImprovedDistributionMatching(cfg, ctx)
+
+
+METHOD = objective_method("idm", "Zhao et al., CVPR 2023", IDMConfig, build)

@@ -1,18 +1,32 @@
 """MTT: Cazenavette et al., "Dataset Distillation by Matching Training Trajectories", CVPR 2022.
 
-Random start in [min_start, max_start), N student steps, normalised parameter loss (Eq. 2 of
-HoP-TM), learnable step size. Defaults are the reference script's generic defaults.
+Random start in [min_start, max_start), N student steps, the normalised parameter loss
+(Eq. 2 of HoP-TM), a learnable step size. Defaults: the reference script's generic defaults.
 """
 
-EXPERTS = "sgd"
-DEFAULTS = {
-    "schedule": "random",
-    "syn_steps": 20,
-    "expert_epochs": 3,
-    "min_start": 0,
-    "max_start": 25,
-    "lr_img": 1000.0,
-    "lr_lr": 1e-5,
-    "syn_lr_init": 0.01,
-    "init": "real",
-}
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meddistill.data.dataset import MedicalDataset
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import TrajectoryParts
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.trajectory import random_windows, trajectory_method
+
+
+@dataclass
+class MTTConfig(TrajectoryConfig):
+    """MTT has no knobs beyond the shared ones; its defaults are the reference script's."""
+
+    syn_steps: int = 20
+    expert_epochs: int = 3
+    max_start: int = 25
+
+
+def parts(cfg: MTTConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
+    """A random window, the last student step, the normalised parameter loss."""
+    return TrajectoryParts(windows=random_windows(cfg))
+
+
+METHOD = trajectory_method("mtt", "Cazenavette et al., CVPR 2022", MTTConfig, parts)

@@ -28,10 +28,7 @@ lr_lr 1e-5, alpha 0.01, start epochs below 20).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,24 +36,28 @@ from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.experts.store import TrajectoryStore
-from meddistill.matching.config import MatchConfig
-from meddistill.matching.engine import Distiller, MetricSink
-from meddistill.matching.state import DistillState
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import Distiller, TrajectoryParts
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.base import MethodEntry
+from meddistill.methods.trajectory import random_windows
 from meddistill.models import ModelSpec
 
-EXPERTS = "sgd"
-DEFAULTS = {
-    "schedule": "random",
-    "syn_steps": 30,
-    "expert_epochs": 2,
-    "min_start": 0,
-    "max_start": 20,
-    "lr_img": 100.0,
-    "lr_lr": 1e-5,
-    "syn_lr_init": 0.01,
-    "init": "real",
-    "seq_subsets": 3,
-}
+
+@dataclass
+class SeqMatchConfig(TrajectoryConfig):
+    """MTT's knobs plus the number of sequential subsets K (defaults: the code's CIFAR-10
+    IPC 50 run)."""
+
+    syn_steps: int = 30
+    max_start: int = 20
+    lr_img: float = 100.0
+    seq_subsets: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.seq_subsets < 1:
+            raise ConfigError(f"option seq_subsets must be >= 1, got {self.seq_subsets}")
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,10 @@ def split_intervals(min_start: int, max_start: int, num_subsets: int) -> list[tu
     return [(bounds[j], bounds[j + 1]) for j in range(num_subsets)]
 
 
-def seqmatch_plan(cfg: MatchConfig, num_subsets: int) -> list[SeqStage]:
+def seqmatch_plan(cfg: SeqMatchConfig) -> list[SeqStage]:
     """The K stages of a run: subset sizes, frozen images before each, start intervals."""
-    if cfg.schedule != "random":
-        raise ConfigError(
-            f"seqmatch splits the random schedule's start range; schedule={cfg.schedule!r} "
-            "is not supported (use schedule=random)"
-        )
-    sizes = split_ipc(cfg.ipc, num_subsets)
-    intervals = split_intervals(cfg.min_start, cfg.max_start, num_subsets)
+    sizes = split_ipc(cfg.ipc, cfg.seq_subsets)
+    intervals = split_intervals(cfg.min_start, cfg.max_start, cfg.seq_subsets)
     stages, frozen = [], 0
     for j, (size, (low, high)) in enumerate(zip(sizes, intervals, strict=True)):
         stages.append(SeqStage(j, size, frozen, low, high))
@@ -120,7 +116,7 @@ def seqmatch_plan(cfg: MatchConfig, num_subsets: int) -> list[SeqStage]:
     return stages
 
 
-def stage_config(cfg: MatchConfig, stage: SeqStage) -> MatchConfig:
+def stage_config(cfg: SeqMatchConfig, stage: SeqStage) -> SeqMatchConfig:
     """The engine config of one stage: all images so far, the stage's start interval."""
     return replace(cfg, ipc=stage.total_ipc, min_start=stage.min_start, max_start=stage.max_start)
 
@@ -156,83 +152,52 @@ def merge_frozen(
 
 
 class _StageDistiller(Distiller):
-    """A Distiller whose fresh state starts from the earlier subsets' images (frozen)."""
+    """A Distiller whose fresh images start from the earlier subsets' images (frozen)."""
 
-    def __init__(self, *args: Any, frozen: torch.Tensor | None, frozen_ipc: int, **kw: Any):
-        super().__init__(*args, **kw)
+    def __init__(self, *args: object, frozen: torch.Tensor | None, frozen_ipc: int, **kw: object):
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
         self._frozen, self._frozen_ipc = frozen, frozen_ipc
 
-    def initial_state(self) -> DistillState:
-        state = super().initial_state()
-        if self._frozen is not None:
-            state.images = merge_frozen(
-                state.images, self._frozen, self.dataset.num_classes, self._frozen_ipc
-            )
-            if state.ema is not None:
-                state.ema = state.images.clone()
-        return state
+    def initial_images(self, generator: torch.Generator) -> torch.Tensor:
+        images = super().initial_images(generator)
+        if self._frozen is None:
+            return images
+        return merge_frozen(images, self._frozen, self.dataset.num_classes, self._frozen_ipc)
 
 
-def _check_supported(cfg: MatchConfig) -> None:
-    if cfg.soft_labels:
-        raise ConfigError(
-            "seqmatch keeps hard labels (a frozen subset's learned labels are not carried "
-            "between stages); set soft_labels=false"
-        )
-    if cfg.retraining_points:
-        raise ConfigError(
-            "seqmatch cannot use PTM retraining points (they reset images of frozen subsets); "
-            "set retraining_points=0"
-        )
-
-
-def run_seqmatch(
-    cfg: MatchConfig,
+def distill(
     dataset: MedicalDataset,
-    store: TrajectoryStore,
-    spec: ModelSpec,
+    cfg: SeqMatchConfig,
     *,
-    num_subsets: int,
+    experts: TrajectoryStore | None,
+    model: ModelSpec,
     device: torch.device,
-    out_dir: str | Path,
-    dsa_strategy: str,
-    method: str = "seqmatch",
-    on_metric: MetricSink | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    evaluate: Callable[[SyntheticSet, int], dict[str, Any]] | None = None,
+    run: DistillRun,
 ) -> SyntheticSet:
     """Distil the K subsets in turn (checkpoints in out_dir/subset_<j>, so a re-run resumes
     at the first unfinished subset) and return the set of all of them. Metric records carry
-    the key "subset"; `evaluate` (as Distiller.run's) sees the set distilled so far."""
-    _check_supported(cfg)
-    stages = seqmatch_plan(cfg, num_subsets)
-    sink = on_metric or (lambda record: None)
-    say = log or (lambda message: None)
+    the key "subset"; periodic evaluations see the set distilled so far."""
+    if experts is None:
+        raise ConfigError("seqmatch matches expert trajectories; give it an expert buffer")
+    stages = seqmatch_plan(cfg)
     frozen: torch.Tensor | None = None
     result: SyntheticSet | None = None
     for stage in stages:
-        say(
+        run.log(
             f"seqmatch subset {stage.index + 1}/{len(stages)}: {stage.ipc} new images per class "
             f"({stage.frozen_ipc} frozen), start epochs [{stage.min_start}, {stage.max_start})"
         )
-        distiller = _StageDistiller(
-            stage_config(cfg, stage),
-            dataset,
-            store,
-            spec,
-            device=device,
-            out_dir=Path(out_dir) / f"subset_{stage.index}",
-            dsa_strategy=dsa_strategy,
-            method=method,
-            on_metric=lambda record, j=stage.index: sink({**record, "subset": j}),
-            progress=progress,
-            log=log,
+        stage_cfg = stage_config(cfg, stage)
+        parts = TrajectoryParts(
+            windows=random_windows(stage_cfg),
             trainable=trainable_mask(dataset.num_classes, stage.frozen_ipc, stage.ipc, device),
-            frozen=frozen,
-            frozen_ipc=stage.frozen_ipc,
         )
-        result = distiller.run(evaluate=evaluate)
+        distiller = _StageDistiller(
+            stage_cfg, parts, dataset, experts, model, device=device,
+            run=run.within(f"subset_{stage.index}", subset=stage.index),
+            frozen=frozen, frozen_ipc=stage.frozen_ipc,
+        )  # fmt: skip
+        result = distiller.run_all()
         frozen = result.images
     assert result is not None  # seqmatch_plan returns at least one stage
     result.meta["seqmatch"] = {
@@ -243,21 +208,12 @@ def run_seqmatch(
     return result
 
 
-def total_iterations(cfg: MatchConfig, num_subsets: int) -> int:
+def total_iterations(cfg: SeqMatchConfig) -> int:
     """What a run costs in engine iterations (for progress and time estimates)."""
-    return cfg.iterations * len(seqmatch_plan(cfg, num_subsets))
+    return cfg.iterations * len(seqmatch_plan(cfg))
 
 
-__all__ = [
-    "DEFAULTS",
-    "EXPERTS",
-    "SeqStage",
-    "merge_frozen",
-    "run_seqmatch",
-    "seqmatch_plan",
-    "split_intervals",
-    "split_ipc",
-    "stage_config",
-    "total_iterations",
-    "trainable_mask",
-]
+METHOD = MethodEntry(
+    "seqmatch", "Du, Shi, Zhou, NeurIPS 2023", SeqMatchConfig, distill, experts="sgd",
+    windows_of=random_windows,
+)  # fmt: skip

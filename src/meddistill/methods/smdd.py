@@ -22,15 +22,34 @@ The default ratio (0.1) is ours: the papers do not give one that could be verifi
 
 from __future__ import annotations
 
-from meddistill.matching.losses import PRUNE_CRITERIA, prune_scores
-from meddistill.matching.losses import prune_mask as smdd_mask
-from meddistill.methods import mtt
+from dataclasses import dataclass
+from typing import Literal
 
-EXPERTS = "sgd"
-DEFAULTS = {
-    **mtt.DEFAULTS,
-    "prune_ratio": 0.1,
-    "prune_by": "mismatch",
-}
+from meddistill.data.dataset import MedicalDataset
+from meddistill.matching.config import check_unit_interval
+from meddistill.matching.engine import TrajectoryParts
+from meddistill.matching.loop import DistillRun
+from meddistill.matching.terms import HardestPruned
+from meddistill.methods.mtt import MTTConfig
+from meddistill.methods.trajectory import random_windows, trajectory_method
 
-__all__ = ["DEFAULTS", "EXPERTS", "PRUNE_CRITERIA", "prune_scores", "smdd_mask"]
+
+@dataclass
+class SMDDConfig(MTTConfig):
+    """MTT's knobs plus the pruned fraction and its criterion."""
+
+    prune_ratio: float = 0.1
+    prune_by: Literal["mismatch", "displacement"] = "mismatch"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_unit_interval("prune_ratio", self.prune_ratio)
+
+
+def parts(cfg: SMDDConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
+    """MTT's parts with the hardest elements pruned from the match loss."""
+    masks = [HardestPruned(cfg.prune_ratio, cfg.prune_by)] if cfg.prune_ratio > 0 else []
+    return TrajectoryParts(windows=random_windows(cfg), masks=masks)
+
+
+METHOD = trajectory_method("smdd", "Li, Togo, Ogawa, Haseyama, 2022", SMDDConfig, parts)

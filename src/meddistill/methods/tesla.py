@@ -1,19 +1,43 @@
 """TESLA: Cui et al., "Scaling Up Dataset Distillation to ImageNet-1K with Constant Memory",
-ICML 2023: MTT with soft labels from an expert's logits (fixed, not learned) and constant-memory
-gradients. The reference drops cross-step terms; here the adjoint mode gives the exact MTT
-gradient at constant memory instead."""
+ICML 2023: MTT with soft labels from an expert's logits (fixed, not learned) and
+constant-memory gradients. The reference drops cross-step terms; here the adjoint mode gives
+the exact MTT gradient at constant memory instead."""
 
-EXPERTS = "sgd"
-DEFAULTS = {
-    "schedule": "random",
-    "syn_steps": 20,
-    "expert_epochs": 3,
-    "min_start": 0,
-    "max_start": 25,
-    "lr_img": 1000.0,
-    "lr_lr": 1e-5,
-    "syn_lr_init": 0.01,
-    "gradient_mode": "adjoint",
-    "soft_labels": True,
-    "learn_labels": False,
-}
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meddistill.data.dataset import MedicalDataset
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import TrajectoryParts
+from meddistill.matching.labels import ExpertSoftLabels, HardLabels
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.trajectory import random_windows, trajectory_method
+
+
+@dataclass
+class TESLAConfig(TrajectoryConfig):
+    """MTT's knobs plus the expert soft labels (fixed unless learn_labels)."""
+
+    expert_epochs: int = 3
+    max_start: int = 25
+    gradient_mode: Literal["adjoint", "unroll"] = "adjoint"
+    soft_labels: bool = True
+    learn_labels: bool = False
+    lr_y: float = 2.0
+    momentum_y: float = 0.9
+    label_expert_epoch: int = -1
+
+
+def parts(cfg: TESLAConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
+    """MTT's parts with the expert's soft labels."""
+    labels = (
+        ExpertSoftLabels(cfg.learn_labels, cfg.lr_y, cfg.momentum_y, cfg.label_expert_epoch)
+        if cfg.soft_labels
+        else HardLabels()
+    )
+    return TrajectoryParts(windows=random_windows(cfg), labels=labels)
+
+
+METHOD = trajectory_method("tesla", "Cui et al., ICML 2023", TESLAConfig, parts)

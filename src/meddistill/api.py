@@ -1,0 +1,161 @@
+"""The Python API: distil from a notebook in five lines.
+
+    import meddistill as md
+    ds  = md.load_dataset("breastmnist", root="...")
+    exp = md.train_experts(ds, method="mtt", experts=1, epochs=6)
+    syn = md.distill(ds, "hoptm", ipc=1, experts=exp, iterations=2)
+    print(md.evaluate(syn, ds, num_nets=1, epochs=2))
+
+Defaults follow from what is given: the DSA strategy from the dataset (no flips where a label
+names a side), the experts' optimiser from the method, the matching window kept inside the
+experts' epochs, the device auto (CUDA when present), the method's published settings
+otherwise. Nothing is written unless `out=` names a folder; the same call through the CLI with
+the same seed gives a bit-identical synthetic set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from meddistill.app.config import DatasetConfig
+from meddistill.data.dataset import MedicalDataset
+from meddistill.data.registry import dsa_strategy_for
+from meddistill.data.synthetic import SyntheticSet
+from meddistill.experts.config import BufferConfig, expert_train_config
+from meddistill.experts.generate import generate_buffer
+from meddistill.experts.store import TrajectoryStore
+from meddistill.matching.loop import DistillRun
+from meddistill.methods.registry import get_method
+from meddistill.models.spec import ModelSpec
+from meddistill.runs import slug
+from meddistill.training.evaluate import EvalConfig, EvalReport, evaluate_set
+from meddistill.utils import derive_seed, resolve_device
+
+
+def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> MedicalDataset:
+    """A dataset by name (MedMNIST subsets, busi, covid19-cxr, ham10000, folder:PATH); options
+    as the config's `dataset:` section (size, resize_to, channels, split_seed, download, ...).
+    A MedicalDataset built from your own tensors works everywhere a loaded one does."""
+    return DatasetConfig(name=name, root=None if root is None else str(root), **options).load()
+
+
+def _scratch_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="meddistill-experts-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def train_experts(
+    dataset: MedicalDataset,
+    method: str = "mtt",
+    experts: int = 5,
+    epochs: int = 10,
+    *,
+    model: ModelSpec | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> TrajectoryStore:
+    """Train `experts` networks for `epochs` epochs with the optimiser `method` expects (SGD
+    for MTT, GSAM for HoP-TM/PTM/FTD/DATM) and the dataset's DSA strategy. Without `out` the
+    trajectories live in a temporary folder removed when Python exits."""
+    entry = get_method(method)
+    train = dataclasses.replace(
+        expert_train_config(epochs),
+        optimizer=entry.experts or "sgd",
+        dsa_strategy=dsa_strategy_for(dataset),
+    )
+    cfg = BufferConfig(
+        num_experts=experts, epochs=epochs, model=model or ModelSpec(), train=train, seed=seed
+    )
+    folder = Path(out) if out is not None else _scratch_folder() / slug(dataset.name)
+    dev = resolve_device(device)
+    return generate_buffer(dataset.to(dev), cfg, folder, device=dev, progress=progress)
+
+
+def _fit_window(entry: Any, options: dict[str, Any], last_epoch: int) -> dict[str, Any]:
+    """Keep the method's default window inside the experts' epochs (values the caller set
+    are left as they are, and checked by the engine)."""
+    if entry.windows_of is None or {"max_start", "expert_epochs"} & set(options):
+        return options
+    cfg = entry.make_config(options)
+    if entry.windows_of(cfg).furthest_epoch(last_epoch) <= last_epoch:
+        return options
+    expert_epochs = min(cfg.expert_epochs, max(1, last_epoch // 2))
+    max_start = max(cfg.min_start + 1, last_epoch - expert_epochs + 1)
+    return {**options, "expert_epochs": expert_epochs, "max_start": max_start}
+
+
+def distill(
+    dataset: MedicalDataset,
+    method: str = "hoptm",
+    *,
+    ipc: int = 1,
+    experts: TrajectoryStore | None = None,
+    iterations: int | None = None,
+    model: ModelSpec | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> SyntheticSet:
+    """Distil `dataset` into `ipc` images per class with `method` (any name of
+    meddistill.methods.registry); `options` are the method's config keys."""
+    entry = get_method(method)
+    options = {**options, "ipc": ipc}
+    if iterations is not None:
+        options["iterations"] = iterations
+    if experts is not None:
+        options = _fit_window(entry, options, experts.epochs)
+    config = entry.make_config(options)
+    dev = resolve_device(device)
+    run = DistillRun(
+        seed=seed, out_dir=Path(out) if out is not None else None,
+        dsa_strategy=getattr(config, "dsa_strategy", None) or dsa_strategy_for(dataset),
+        method=entry.name, progress=progress,
+    )  # fmt: skip
+    data = dataset.to(dev)
+    syn = entry.distill(
+        data, config, experts=experts, model=model or ModelSpec(), device=dev, run=run
+    )
+    if out is not None:
+        syn.save(Path(out) / "synthetic")
+    return syn
+
+
+def evaluate(
+    synthetic: SyntheticSet,
+    dataset: MedicalDataset,
+    *,
+    num_nets: int = 5,
+    epochs: int = 300,
+    models: tuple[str, ...] = ("convnet",),
+    lr: float | None = None,
+    model: ModelSpec | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> EvalReport:
+    """Train `num_nets` fresh networks per architecture on the set (its learned step size
+    unless `lr`) and test them on the dataset's test split: acc and AUC, mean ± std."""
+    dev = resolve_device(device)
+    data = dataset.to(dev)
+    cfg = EvalConfig(
+        models=list(models), num_nets=num_nets, epochs=epochs, lr=lr,
+        dsa_strategy=dsa_strategy_for(dataset),
+    )  # fmt: skip
+    return evaluate_set(
+        synthetic.images.to(dev), synthetic.labels.to(dev), data, cfg,
+        base_spec=model or ModelSpec(), seed=derive_seed(seed, "final-eval"),
+        lr=lr if lr is not None else synthetic.syn_lr, progress=progress,
+    )  # fmt: skip
+
+
+__all__ = ["distill", "evaluate", "load_dataset", "train_experts"]

@@ -1,0 +1,57 @@
+"""`meddistill buffer`: train (or resume) an expert buffer."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from meddistill.app.config import BufferJob, device_of
+from meddistill.config import to_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.experts.config import BufferConfig
+from meddistill.experts.generate import generate_buffer
+from meddistill.runs import RunDir, environment_info, slug
+from meddistill.utils import stable_hash
+
+
+def buffer_config_for(job: BufferJob) -> BufferConfig:
+    """The buffer the job describes, with the dataset's DSA strategy decided here (the same
+    rule `distill` applies to the buffer it makes) and the job's seed."""
+    cfg = job.buffer
+    train = cfg.train
+    if train.dsa:
+        train = dataclasses.replace(train, dsa_strategy=job.dataset.strategy())
+    seed = cfg.seed if job.seed is None else job.seed
+    return dataclasses.replace(cfg, train=train, seed=seed)
+
+
+def buffer_folder(runs_root: str | Path, dataset: MedicalDataset, cfg: BufferConfig) -> Path:
+    """The default folder of a buffer: runs/buffers/<dataset>-<hash of its config>."""
+    return Path(runs_root) / "buffers" / f"{slug(dataset.name)}-{stable_hash(to_dict(cfg), 8)}"
+
+
+def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the expert buffer the job describes; return its summary."""
+    device = device_of(job)
+    cfg = buffer_config_for(job)
+    dataset = job.dataset.load().to(device)
+    out = Path(job.out) if job.out else buffer_folder(runs_root, dataset, cfg)
+    used = dataclasses.replace(job, buffer=cfg, seed=cfg.seed)
+    run = RunDir(out / "run", {"job": to_dict(used), "env": environment_info()})
+    run.log(f"buffer for {dataset.name} -> {out}")
+    start = time.perf_counter()
+    store = generate_buffer(dataset, cfg, out, device=device, progress=progress)
+    summary = {
+        "buffer": str(out),
+        "experts": store.num_experts,
+        "epochs": store.epochs,
+        "num_params": store.num_params,
+        "dsa_strategy": cfg.train.dsa_strategy if cfg.train.dsa else "none",
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+    run.metric(stage="buffer", **summary)
+    run.save_json("summary.json", summary)
+    run.close()
+    return summary

@@ -1,0 +1,151 @@
+"""The jobs' configs: one dataclass per command, validated once by meddistill.config.from_dict.
+
+Every job has one `seed` (the run's random draws) and one `device`; the DSA strategy is the
+dataset's unless set, decided once per run (`DatasetConfig.strategy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from meddistill.config import from_dict
+from meddistill.data.dataset import MedicalDataset, Normalization
+from meddistill.data.registry import default_dsa_strategy, load_dataset
+from meddistill.experts.config import BufferConfig
+from meddistill.models.spec import ModelSpec
+from meddistill.training.config import TrainConfig
+from meddistill.training.evaluate import EvalConfig
+from meddistill.utils import resolve_device
+
+
+@dataclass
+class DatasetConfig:
+    """Which dataset and how to prepare it (see meddistill.data.registry.load_dataset)."""
+
+    name: str = "bloodmnist"
+    root: str | None = None
+    size: int | None = None
+    resize_to: int | None = None
+    download: bool = False
+    channels: int | None = None
+    split_seed: int = 0
+    normalization: dict[str, list[float]] | None = None
+    dsa_strategy: str | None = None
+    verify_md5: bool = True  # MedMNIST only: false accepts a file whose md5 differs (recorded)
+
+    def load(self) -> MedicalDataset:
+        norm = Normalization.from_dict(self.normalization) if self.normalization else None
+        extra = {} if self.verify_md5 else {"verify_md5": False}
+        return load_dataset(
+            self.name,
+            root=self.root,
+            size=self.size,
+            resize_to=self.resize_to,
+            download=self.download,
+            channels=self.channels,
+            split_seed=self.split_seed,
+            normalization=norm,
+            **extra,
+        )
+
+    def strategy(self) -> str:
+        """The DSA strategy: the one given, else the dataset's default."""
+        return (
+            self.dsa_strategy if self.dsa_strategy is not None else default_dsa_strategy(self.name)
+        )
+
+
+@dataclass
+class BufferJob:
+    """`meddistill buffer`: train experts and record their trajectories."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    buffer: BufferConfig = field(default_factory=lambda: BufferConfig(num_experts=5, epochs=10))
+    out: str | None = None
+    seed: int | None = None  # None: buffer.seed
+    device: str = "auto"
+
+
+@dataclass
+class BaselineJob:
+    """`meddistill baseline`: full train set and random real subsets, evaluated the same way."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    ipcs: list[int] = field(default_factory=lambda: [1, 10, 50])
+    full: bool = True
+    full_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=30, lr=0.01, batch_size=256)
+    )
+    full_nets: int = 1
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    subset_lr: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateJob:
+    """`meddistill evaluate`: train K fresh networks on a synthetic set (or a random subset)."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    synthetic: str | None = None
+    ipc: int | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    subset_lr: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class DistillJob:
+    """`meddistill distill`: experts (made or reused), the method, final evaluation, artifacts.
+
+    `match` holds the method's own options (validated into the method's config type when the
+    job is resolved); `allow_dsa_mismatch` lets a given buffer made with another DSA strategy
+    be used anyway (said in the log).
+    """
+
+    method: str = "hoptm"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    buffer: str | None = None  # an existing buffer folder; None: make/reuse one from `experts`
+    experts: BufferConfig = field(default_factory=lambda: BufferConfig(num_experts=5, epochs=10))
+    expert_optimizer: str | None = None  # None: what the method expects (sgd or gsam)
+    match: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    final_eval: bool = True
+    allow_dsa_mismatch: bool = False
+    out: str | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class CoresetJob:
+    """`meddistill coreset`: real images chosen by random, herding or k-center selection."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    selection: str = "herding"
+    ipc: int = 10
+    model: ModelSpec = field(default_factory=ModelSpec)
+    feature_epochs: int = 5  # epochs of the network whose embeddings rank the samples
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    final_eval: bool = True
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+
+
+def resolve(job_cls: type, data: dict[str, Any]) -> Any:
+    """Build and validate a job dataclass from a merged config dict."""
+    return from_dict(job_cls, data)
+
+
+def device_of(job: Any) -> torch.device:
+    """The job's device, resolved once (auto: CUDA when present)."""
+    return resolve_device(job.device)

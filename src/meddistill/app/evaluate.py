@@ -1,0 +1,111 @@
+"""`meddistill evaluate`, `baseline` and `export`: sets a user already has, evaluated the same
+way as a distilled one."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from meddistill.app.config import BaselineJob, EvaluateJob, device_of
+from meddistill.app.record import evaluate_row, summary
+from meddistill.config import to_dict
+from meddistill.data.draws import check_ipc
+from meddistill.data.results import write_results
+from meddistill.data.synthetic import SyntheticSet
+from meddistill.errors import ConfigError
+from meddistill.runs import RunDir, environment_info
+from meddistill.training.baselines import baseline, random_subset
+from meddistill.utils import derive_seed, make_generator
+
+
+def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a saved synthetic set (lr = its learned step size unless eval.lr is set) or a
+    random subset of job.ipc images per class."""
+    if (job.synthetic is None) == (job.ipc is None):
+        raise ConfigError("evaluate needs exactly one of --synthetic PATH or --ipc K")
+    device = device_of(job)
+    dataset = job.dataset.load()
+    eval_cfg = job.eval
+    if eval_cfg.dsa:
+        eval_cfg = dataclasses.replace(eval_cfg, dsa_strategy=job.dataset.strategy())
+    if job.synthetic is not None:
+        syn = SyntheticSet.load(job.synthetic)
+        syn.check_compatible(dataset, where=job.synthetic)
+        images, labels, lr = syn.images, syn.labels, syn.syn_lr
+        label, ipc = f"synthetic:{syn.meta.get('method', '?')}", syn.ipc()
+    else:
+        gen = make_generator(derive_seed(job.seed, "subset", job.ipc))
+        images, labels = random_subset(dataset, job.ipc, generator=gen)
+        lr, label, ipc = job.subset_lr, "random", job.ipc
+    if eval_cfg.lr is not None:
+        lr = eval_cfg.lr
+    dataset = dataset.to(device)
+    used = dataclasses.replace(job, eval=eval_cfg)
+    run = RunDir.for_command(runs_root, "evaluate", dataset.name, {"job": to_dict(used)})
+    run.save_json("env.json", environment_info())
+    row = evaluate_row(
+        images, labels, dataset, eval_cfg, job.model,
+        seed=derive_seed(job.seed, "eval", label, ipc), lr=lr, label=label, ipc=ipc,
+        progress=progress,
+    )  # fmt: skip
+    run.metric(stage="evaluate", **summary(row))
+    results = {"dataset": dataset.describe(), "rows": [row], "run_dir": str(run.path)}
+    write_results(run.path, results)
+    run.close()
+    return results
+
+
+def _baseline_row(kind: str, ipc: int | None, report: dict[str, Any], job: BaselineJob) -> dict:
+    if kind == "full":
+        stats = report["full"]
+        archs = {
+            job.model.name: {k: stats[k] for k in ("acc_mean", "acc_std", "auc_mean", "auc_std")}
+        }
+        archs[job.model.name]["num_nets"] = len(stats["nets"])
+    else:
+        archs = report["random"][str(ipc)]["archs"]
+    return {"set": kind, "ipc": ipc, "archs": archs, "detail": report}
+
+
+def run_baseline(job: BaselineJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the full train set and random k-per-class subsets; write results.json."""
+    device = device_of(job)
+    dataset = job.dataset.load()
+    for ipc in job.ipcs:
+        check_ipc(dataset, ipc)
+    dataset = dataset.to(device)
+    strategy = job.dataset.strategy()
+    job = dataclasses.replace(
+        job,
+        eval=dataclasses.replace(job.eval, dsa_strategy=strategy),
+        full_train=dataclasses.replace(job.full_train, dsa_strategy=strategy),
+    )
+    run = RunDir.for_command(runs_root, "baseline", dataset.name, {"job": to_dict(job)})
+    run.save_json("env.json", environment_info())
+    results: dict[str, Any] = {"dataset": dataset.describe(), "rows": []}
+    parts: list[tuple[str, int | None]] = [("full", None)] if job.full else []
+    for kind, ipc in parts + [("random", ipc) for ipc in job.ipcs]:
+        start = time.perf_counter()
+        report = baseline(
+            dataset, base_spec=job.model, ipcs=[] if ipc is None else [ipc], eval_cfg=job.eval,
+            full=job.full_train if kind == "full" else None, seed=job.seed,
+            full_nets=job.full_nets, progress=progress, device=device,
+        )  # fmt: skip
+        row = {
+            **_baseline_row(kind, ipc, report, job),
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+        results["rows"].append(row)
+        run.metric(stage=kind, ipc=ipc, wall_s=row["wall_s"], **summary(row))
+        run.log(f"{kind} ipc {ipc}: {summary(row)} in {row['wall_s']} s")
+    results["run_dir"] = str(run.path)
+    write_results(run.path, results)
+    run.close()
+    return results
+
+
+def run_export(synthetic: str | Path, out: str | Path) -> Path:
+    """Write a synthetic set as a MedMNIST-style npz of uint8 images."""
+    return SyntheticSet.load(synthetic).export_npz(out)
