@@ -4,8 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from meddistill.app.config import BaselineJob, BufferJob, DistillJob, resolve
+from meddistill.app.distill import resolve_distill
 from meddistill.config import load_yaml
-from meddistill.jobs import BaselineJob, BufferJob, DistillJob, match_config, resolve
+
+
+def match_config(job):
+    return resolve_distill(job).config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DISTILL_PRESETS = sorted(p for p in CONFIGS.rglob("ipc*.yaml") if p.parent.name != "cpu")

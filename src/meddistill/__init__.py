@@ -9,11 +9,13 @@ __version__ = "0.1.0"
 from meddistill.api import distill, evaluate, load_dataset, train_experts  # noqa: E402
 from meddistill.data.dataset import MedicalDataset  # noqa: E402
 from meddistill.data.synthetic import SyntheticSet  # noqa: E402
+from meddistill.experts.store import TrajectoryStore  # noqa: E402
 from meddistill.methods.registry import available_methods, get_method  # noqa: E402
 
 __all__ = [
     "MedicalDataset",
     "SyntheticSet",
+    "TrajectoryStore",
     "__version__",
     "available_methods",
     "distill",

@@ -1,4 +1,4 @@
-"""The real glue to meddistill.jobs: one shared buffer, tiny distillations, reused on re-run.
+"""The real glue to meddistill.app: one shared buffer, tiny distillations, reused on re-run.
 
 Tiny on purpose (8x8 images, ConvNet-1 of width 4, 2 iterations, 1 evaluation network of 2
 epochs): it checks folders, hashes and reuse, not accuracy.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from imagefolders import image_folder
 
-from meddistill import jobs
+from meddistill.bench import runners
 from meddistill.bench.db import ResultsDB
 from meddistill.bench.plan import plan
 from meddistill.bench.run import run_grid
@@ -94,8 +94,8 @@ def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished artifact was made again")
 
-    monkeypatch.setattr(jobs, "run_distill", refuse)
-    monkeypatch.setattr(jobs, "run_buffer", refuse)
+    monkeypatch.setattr(runners, "run_distill", refuse)
+    monkeypatch.setattr(runners, "run_buffer", refuse)
     grid["eval_archs"] = ["convnet", "lenet"]
     again = run_grid(grid_from_dict(grid), runs, progress=False, log=None)
     assert again["networks_trained"] == 4 and again["skipped"] == 0
@@ -131,8 +131,9 @@ def test_coreset_cells_need_no_method_preset_and_train_at_the_random_lr(
         "device": "cpu",
     }
     cells = plan(grid_from_dict(grid))
-    assert [c.config["selection"] for c in cells] == ["herding", "kcenter"]
-    assert cells[0].config["feature_epochs"] == 1 and "match" not in cells[0].config
+    assert [c.config["method"] for c in cells] == ["herding", "kcenter"]
+    assert cells[0].config["match"] == {"ipc": 2, "feature_epochs": 1}
+    assert "experts" not in cells[0].config
     assert cells[0].eval["lr"] == 0.02
     run_grid(grid_from_dict(grid), tmp_path / "runs", progress=False, log=None)
     with ResultsDB(tmp_path / "runs" / "results.sqlite") as db:

@@ -14,19 +14,29 @@ from toydata import shifted_toy
 
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError, NumericalError
+from meddistill.matching.loop import CHECKPOINT, DistillRun
 from meddistill.matching.objective import (
-    CHECKPOINT,
     Objective,
     ObjectiveConfig,
     ObjectiveDistiller,
+    ObjectiveState,
+    loops_for_ipc,
 )
-from meddistill.methods import cafe, dc, distill_objective, dm, idm, method_module, objective_config
+from meddistill.methods import cafe, dc, dm, dsa_method, idm
+from meddistill.methods.registry import get_method
 from meddistill.models import ModelSpec
 from meddistill.utils import make_generator
 
 SPEC = ModelSpec(depth=2, width=4)
 CPU = torch.device("cpu")
 METHODS = ["dc", "dsa", "dm", "idm", "cafe"]
+BUILD = {
+    "dc": dc.build,
+    "dsa": dsa_method.build,
+    "dm": dm.build,
+    "idm": idm.build,
+    "cafe": cafe.build,
+}
 
 # Small settings per method: loops short, batches tiny, lr large enough to move in a few steps.
 TINY = {
@@ -56,21 +66,14 @@ def toy() -> MedicalDataset:
 def _cfg(method: str, **kw):
     d = {"ipc": 2, "iterations": 3, "batch_real": 8, "checkpoint_every": 3, **TINY[method]}
     d.update(kw)
-    return objective_config(method, d)
+    return get_method(method).make_config(d)
 
 
-def _distiller(method, toy, out, logs=None, **kw):
-    return ObjectiveDistiller(
-        _cfg(method, **kw),
-        toy,
-        SPEC,
-        method_module(method).build,
-        device=CPU,
-        out_dir=out,
-        method=method,
-        progress=False,
-        on_metric=logs.append if logs is not None else None,
-    )
+def _distiller(method, toy, out, logs=None, seed=0, **kw):
+    run = DistillRun(seed=seed, out_dir=out, method=method, progress=False)
+    if logs is not None:
+        run.on_metric = logs.append
+    return ObjectiveDistiller(_cfg(method, **kw), toy, SPEC, BUILD[method], device=CPU, run=run)
 
 
 def _measure(method, toy, images, tmp_path) -> float:
@@ -89,8 +92,8 @@ def test_objective_decreases_and_images_stay_finite(method, toy, tmp_path):
     logs = []
     dist = _distiller(method, toy, tmp_path / "run", logs=logs, iterations=4)
     init = dist.initial_state().images
-    syn = dist.run()
-    steps = dist.total_steps
+    syn = dist.run_all()
+    steps = dist.total
     assert steps == 4 * (2 if method in ("dc", "dsa", "cafe") else 1)
     assert [r["iteration"] for r in logs if r["stage"] == "distill"] == list(range(steps))
     assert all(math.isfinite(r["loss"]) for r in logs)
@@ -108,10 +111,10 @@ def test_objective_decreases_and_images_stay_finite(method, toy, tmp_path):
 def test_same_seed_same_set_and_resume_is_exact(method, toy, tmp_path):
     # 6 steps for DC/DSA/CAFE (3 iterations x 2 outer steps), 5 for the others
     its = 3 if method in ("dc", "dsa", "cafe") else 5
-    full = _distiller(method, toy, tmp_path / "full", iterations=its).run()
-    again = _distiller(method, toy, tmp_path / "again", iterations=its).run()
+    full = _distiller(method, toy, tmp_path / "full", iterations=its).run_all()
+    again = _distiller(method, toy, tmp_path / "again", iterations=its).run_all()
     assert torch.equal(full.images, again.images)
-    other = _distiller(method, toy, tmp_path / "other", iterations=its, seed=1).run()
+    other = _distiller(method, toy, tmp_path / "other", iterations=its, seed=1).run_all()
     assert not torch.equal(full.images, other.images)
 
     class Stop(Exception):
@@ -119,7 +122,7 @@ def test_same_seed_same_set_and_resume_is_exact(method, toy, tmp_path):
 
     part = _distiller(method, toy, tmp_path / "part", iterations=its)
     original = part.step
-    total = part.total_steps
+    total = part.total
 
     def step_then_die(state, gen):
         out = original(state, gen)
@@ -129,18 +132,20 @@ def test_same_seed_same_set_and_resume_is_exact(method, toy, tmp_path):
 
     part.step = step_then_die
     with pytest.raises(Stop):
-        part.run()
+        part.run_all()
     resumed = _distiller(method, toy, tmp_path / "part", iterations=its)
-    state, _ = resumed._load_or_init()
+    state, _ = resumed.start()
     assert state.step == 3  # checkpoint_every 3; for DC/DSA/CAFE mid-iteration (net restored)
-    result = _distiller(method, toy, tmp_path / "part", iterations=its).run()
+    result = _distiller(method, toy, tmp_path / "part", iterations=its).run_all()
     assert torch.equal(result.images, full.images)
 
 
 def test_checkpoint_of_another_config_is_refused(toy, tmp_path):
-    _distiller("dm", toy, tmp_path).run()
+    _distiller("dm", toy, tmp_path).run_all()
     with pytest.raises(ConfigError, match="another configuration"):
-        _distiller("dm", toy, tmp_path, lr_img=0.5).run()
+        _distiller("dm", toy, tmp_path, lr_img=0.5).run_all()
+    with pytest.raises(ConfigError, match="another configuration"):  # the seed is the run's
+        _distiller("dm", toy, tmp_path, seed=1).run_all()
 
 
 def test_nan_loss_raises_and_keeps_last_checkpoint(toy, tmp_path):
@@ -150,12 +155,10 @@ def test_nan_loss_raises_and_keeps_last_checkpoint(toy, tmp_path):
             return (images**2).sum() * scale
 
     cfg = ObjectiveConfig(ipc=2, iterations=5, checkpoint_every=1, lr_img=0.01)
-    dist = ObjectiveDistiller(
-        cfg, toy, SPEC, lambda c, ctx: Exploding(), device=CPU, out_dir=tmp_path, progress=False
-    )
+    run = DistillRun(out_dir=tmp_path, progress=False)
+    dist = ObjectiveDistiller(cfg, toy, SPEC, lambda c, ctx: Exploding(), device=CPU, run=run)
     with pytest.raises(NumericalError, match="last good checkpoint"):
-        dist.run()
-    from meddistill.matching.objective import ObjectiveState
+        dist.run_all()
 
     state, _ = ObjectiveState.load(tmp_path / CHECKPOINT, CPU)
     assert state.step == 2 and torch.isfinite(state.images).all()
@@ -163,9 +166,17 @@ def test_nan_loss_raises_and_keeps_last_checkpoint(toy, tmp_path):
 
 def test_bad_configs_are_config_errors(toy, tmp_path):
     with pytest.raises(ConfigError, match="unknown option"):
-        objective_config("dm", {"lr_imgg": 1.0})
-    with pytest.raises(ConfigError, match="trajectory method, not an objective method"):
-        distill_objective("mtt", {}, toy, SPEC, CPU, tmp_path)
+        get_method("dm").make_config({"lr_imgg": 1.0})
+    # MTT is a trajectory method: the registry says so, it needs experts, and an objective
+    # method refuses its config
+    mtt = get_method("mtt")
+    assert (mtt.kind, get_method("dm").kind) == ("trajectory", "objective")
+    run = DistillRun(out_dir=tmp_path / "mtt", progress=False)
+    kw = dict(experts=None, model=SPEC, device=CPU, run=run)
+    with pytest.raises(ConfigError, match="expert"):
+        mtt.distill(toy, mtt.make_config({}), **kw)
+    with pytest.raises(TypeError, match="DMConfig"):
+        get_method("dm").distill(toy, mtt.make_config({}), **kw)
     with pytest.raises(ConfigError, match="smallest class"):
         _distiller("dm", toy, tmp_path, ipc=100)
     with pytest.raises(ConfigError, match="must divide"):
@@ -194,23 +205,22 @@ def test_dc_layer_distance_by_hand():
 
 
 def test_dc_loops_by_ipc_and_steps_per_iteration(toy, tmp_path):
-    assert dc.loops_for_ipc(1) == (1, 1)
-    assert dc.loops_for_ipc(10) == (10, 50)
-    assert dc.loops_for_ipc(50) == (50, 10)
-    assert dc.loops_for_ipc(5) == (1, 1)  # nearest listed IPC (ties to the smaller)
-    assert dc.loops_for_ipc(100) == (50, 10)
+    assert loops_for_ipc(1) == (1, 1)
+    assert loops_for_ipc(10) == (10, 50)
+    assert loops_for_ipc(50) == (50, 10)
+    assert loops_for_ipc(5) == (1, 1)  # nearest listed IPC (ties to the smaller)
+    assert loops_for_ipc(100) == (50, 10)
     d = ObjectiveDistiller(
-        objective_config("dc", {"ipc": 1, "iterations": 7}),
+        get_method("dc").make_config({"ipc": 1, "iterations": 7}),
         toy,
         SPEC,
         dc.build,
         device=CPU,
-        out_dir=tmp_path,
-        progress=False,
+        run=DistillRun(out_dir=tmp_path, progress=False),
     )
-    assert d.total_steps == 7
+    assert d.total == 7
     d = _distiller("dc", toy, tmp_path, outer_loop=3, iterations=2)
-    assert d.total_steps == 6
+    assert d.total == 6
 
 
 def test_dsa_applies_one_draw_to_real_and_synthetic(toy, tmp_path):
@@ -257,7 +267,7 @@ def test_idm_blocks_round_trip_and_multi_formation_by_hand():
 
 
 def test_idm_packing_exports_decoded_images(toy, tmp_path):
-    syn = _distiller("idm", toy, tmp_path, factor=2, iterations=1).run()
+    syn = _distiller("idm", toy, tmp_path, factor=2, iterations=1).run_all()
     assert syn.images.shape == (24, 1, 8, 8)
     assert syn.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
     assert syn.meta["stored_images"] == 6

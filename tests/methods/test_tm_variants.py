@@ -1,67 +1,102 @@
 """SMDD pruning mask, SeqMatch split/interval arithmetic and driver, HaBa parameterisation,
 and each of them lowering its own matching loss on tiny data."""
 
+import dataclasses
+
 import pytest
 import torch
 from toydata import shifted_toy
 
-from meddistill.config import from_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
 from meddistill.matching import losses
-from meddistill.matching.config import MatchConfig
-from meddistill.matching.engine import CHECKPOINT, Distiller
+from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.engine import Distiller, TrajectoryParts
+from meddistill.matching.loop import CHECKPOINT, DistillRun
+from meddistill.matching.schedule import FixedWindows, RandomWindows
 from meddistill.matching.state import DistillState
 from meddistill.methods import haba, seqmatch, smdd
+from meddistill.methods.registry import get_method
+from meddistill.methods.trajectory import random_windows
 from meddistill.models import ModelSpec, frozen_mask
 from meddistill.utils import make_generator
 
 TINY_SPEC = ModelSpec(depth=1, width=4)
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
+CPU = torch.device("cpu")
 
 
 # SMDD --------------------------------------------------------------------------------------
 def test_smdd_mask_prunes_the_hardest_fraction():
     loss = torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7])
     # n = 5, floor(0.4 * 5) = 2 pruned: the 0.9 and the 0.7
-    assert smdd.smdd_mask(loss, 0.4).tolist() == [True, True, False, True, False]
+    assert losses.prune_mask(loss, 0.4).tolist() == [True, True, False, True, False]
     # element 1 excluded: n = 4 eligible, floor(0.4 * 4) = 1 pruned: the 0.9
     exclude = torch.tensor([False, True, False, False, False])
-    assert smdd.smdd_mask(loss, 0.4, exclude).tolist() == [True, False, False, True, True]
-    assert smdd.smdd_mask(loss, 0.0, exclude).tolist() == [True, False, True, True, True]
+    assert losses.prune_mask(loss, 0.4, exclude).tolist() == [True, False, False, True, True]
+    assert losses.prune_mask(loss, 0.0, exclude).tolist() == [True, False, True, True, True]
     # ties: a stable sort prunes the lower index first
-    assert smdd.smdd_mask(torch.ones(4), 0.5).tolist() == [False, False, True, True]
+    assert losses.prune_mask(torch.ones(4), 0.5).tolist() == [False, False, True, True]
 
 
 def test_smdd_mask_in_the_masked_loss_hand_computed():
     w_end = torch.tensor([1.0, 2.0, 3.0, 4.0])
     target = torch.ones(4)
     start = torch.zeros(4)
-    scores = smdd.prune_scores("mismatch", w_end, start, target)  # [0, 1, 4, 9]
-    keep = smdd.smdd_mask(scores, 0.25)  # floor(1.0) = 1 pruned: the 9
+    scores = losses.prune_scores("mismatch", w_end, start, target)  # [0, 1, 4, 9]
+    keep = losses.prune_mask(scores, 0.25)  # floor(1.0) = 1 pruned: the 9
     assert keep.tolist() == [True, True, True, False]
     # (0 + 1 + 4) / (1 + 1 + 1), against the unpruned 14 / 4
     assert float(losses.masked_param_loss(w_end, start, target, keep)) == pytest.approx(5 / 3)
     assert float(losses.normalized_param_loss(w_end, start, target)) == pytest.approx(3.5)
     moved = torch.tensor([1.0, 3.0, 2.0, 0.0])
-    by_move = smdd.smdd_mask(smdd.prune_scores("displacement", w_end, start, moved), 0.25)
+    by_move = losses.prune_mask(losses.prune_scores("displacement", w_end, start, moved), 0.25)
     assert by_move.tolist() == [True, False, True, True]  # the expert's largest move, 3^2
 
 
 def test_smdd_errors():
     with pytest.raises(ConfigError, match="prune_ratio"):
-        smdd.smdd_mask(torch.ones(3), 1.0)
+        losses.prune_mask(torch.ones(3), 1.0)
     with pytest.raises(ConfigError, match="prune_by"):
-        smdd.prune_scores("gradient", torch.ones(2), torch.ones(2), torch.ones(2))
+        losses.prune_scores("gradient", torch.ones(2), torch.ones(2), torch.ones(2))
     with pytest.raises(ConfigError, match="exclude"):
-        smdd.smdd_mask(torch.ones(3), 0.1, torch.zeros(2, dtype=torch.bool))
+        losses.prune_mask(torch.ones(3), 0.1, torch.zeros(2, dtype=torch.bool))
+    # the same refusals through SMDD's config, before any work
+    with pytest.raises(ConfigError, match="prune_ratio"):
+        get_method("smdd").make_config({"prune_ratio": 1.0})
+    with pytest.raises(ConfigError, match="prune_by"):
+        get_method("smdd").make_config({"prune_by": "gradient"})
 
 
-@pytest.mark.parametrize("module", [smdd, seqmatch, haba])
-def test_defaults_are_engine_knobs(module):
-    cfg = from_dict(MatchConfig, module.DEFAULTS)  # every default is a MatchConfig option
-    assert all(getattr(cfg, k) == v for k, v in module.DEFAULTS.items())
-    assert module.EXPERTS in ("sgd", "gsam")
+# The published defaults (formerly each module's DEFAULTS); every one is random-window MTT.
+PUBLISHED = {
+    "smdd": {
+        "syn_steps": 20, "expert_epochs": 3, "min_start": 0, "max_start": 25,
+        "lr_img": 1000.0, "lr_lr": 1e-5, "syn_lr_init": 0.01, "init": "real",
+        "prune_ratio": 0.1, "prune_by": "mismatch",
+    },
+    "seqmatch": {
+        "syn_steps": 30, "expert_epochs": 2, "min_start": 0, "max_start": 20,
+        "lr_img": 100.0, "lr_lr": 1e-5, "syn_lr_init": 0.01, "init": "real",
+        "seq_subsets": 3,
+    },
+    "haba": {
+        "syn_steps": 30, "expert_epochs": 2, "min_start": 0, "max_start": 20,
+        "lr_img": 100.0, "momentum_img": 0.95, "lr_lr": 1e-5, "momentum_lr": 0.9,
+        "syn_lr_init": 0.001, "init": "real", "haba_hallucinators": 5, "lr_hallucinator": 100.0,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_defaults_are_the_config_defaults(name):
+    method = get_method(name)
+    cfg = method.make_config({})  # every default is a valid option of the method's config
+    assert isinstance(cfg, method.config_type) and isinstance(cfg, TrajectoryConfig)
+    assert cfg == method.config_type()
+    assert {k: getattr(cfg, k) for k in PUBLISHED[name]} == PUBLISHED[name]
+    assert type(method.windows_of(cfg)) is RandomWindows  # the former schedule "random"
+    assert method.experts in ("sgd", "gsam")
 
 
 # SeqMatch arithmetic ----------------------------------------------------------------------
@@ -86,8 +121,8 @@ def test_split_intervals():
 
 
 def test_plan_stage_config_mask_and_merge():
-    cfg = MatchConfig(ipc=5, min_start=0, max_start=10)
-    stages = seqmatch.seqmatch_plan(cfg, 2)
+    cfg = seqmatch.SeqMatchConfig(ipc=5, min_start=0, max_start=10, seq_subsets=2)
+    stages = seqmatch.seqmatch_plan(cfg)
     assert stages == [
         seqmatch.SeqStage(0, ipc=3, frozen_ipc=0, min_start=0, max_start=5),
         seqmatch.SeqStage(1, ipc=2, frozen_ipc=3, min_start=5, max_start=10),
@@ -95,23 +130,26 @@ def test_plan_stage_config_mask_and_merge():
     second = seqmatch.stage_config(cfg, stages[1])
     assert (second.ipc, second.min_start, second.max_start) == (5, 5, 10)
     assert cfg.ipc == 5 and cfg.max_start == 10  # the base config is untouched
-    assert seqmatch.total_iterations(cfg, 2) == 2 * cfg.iterations
+    assert seqmatch.total_iterations(cfg) == 2 * cfg.iterations
     mask = seqmatch.trainable_mask(2, 2, 1)
     assert mask.tolist() == [False, False, True, False, False, True]
     images = torch.zeros(6, 1, 2, 2)
     frozen = torch.arange(1.0, 5.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
     merged = seqmatch.merge_frozen(images, frozen, num_classes=2, frozen_ipc=2)
     assert merged[:, 0, 0, 0].tolist() == [1.0, 2.0, 0.0, 3.0, 4.0, 0.0]
+    # SeqMatch splits a random-window range: it has no schedule knob to set otherwise
     with pytest.raises(ConfigError, match="schedule"):
-        seqmatch.seqmatch_plan(MatchConfig(schedule="progressive"), 2)
+        get_method("seqmatch").make_config({"schedule": "progressive"})
+    with pytest.raises(ConfigError, match="seq_subsets"):
+        get_method("seqmatch").make_config({"seq_subsets": 0})
 
 
-def test_seqmatch_refuses_soft_labels_and_retraining(tmp_path):
-    kw = dict(num_subsets=2, device=torch.device("cpu"), out_dir=tmp_path, dsa_strategy="none")
+def test_seqmatch_refuses_soft_labels_and_retraining():
+    method = get_method("seqmatch")
     with pytest.raises(ConfigError, match="soft_labels"):
-        seqmatch.run_seqmatch(MatchConfig(soft_labels=True), None, None, TINY_SPEC, **kw)
+        method.make_config({"soft_labels": True})
     with pytest.raises(ConfigError, match="retraining"):
-        seqmatch.run_seqmatch(MatchConfig(retraining_points=1), None, None, TINY_SPEC, **kw)
+        method.make_config({"retraining_points": 1})
 
 
 # HaBa ---------------------------------------------------------------------------------------
@@ -200,49 +238,62 @@ def toy_store(tmp_path_factory):
     train.batch_size = 16
     cfg = BufferConfig(num_experts=1, epochs=4, model=TINY_SPEC, train=train, seed=0)
     out = tmp_path_factory.mktemp("tmbuffer") / "toy"
-    return generate_buffer(_toy(), cfg, out, device=torch.device("cpu"), progress=False)
+    return generate_buffer(_toy(), cfg, out, device=CPU, progress=False)
 
 
-def _cfg(**kw):
+# HaBa's engine runs use the shared optimiser defaults (momentum 0.5, alpha 0.01), as these
+# tests always did, rather than HaBa's published CIFAR ones (0.95/0.9, 0.001).
+_SHARED = {"haba": {"momentum_img": 0.5, "momentum_lr": 0.5, "syn_lr_init": 0.01}}
+
+
+def _cfg(method, **kw):
     d = dict(ipc=2, iterations=2, syn_steps=2, expert_epochs=2, min_start=0, max_start=2)
     d.update(lr_img=10.0, checkpoint_every=2, eval={"num_nets": 1, "epochs": 1})
+    d.update(_SHARED.get(method, {}))
     d.update(kw)
-    return from_dict(MatchConfig, d)
+    return get_method(method).make_config(d)
+
+
+def _run(out_dir, method, records=None, **kw):
+    if records is not None:
+        kw["on_metric"] = records.append
+    return DistillRun(out_dir=out_dir, dsa_strategy=STRATEGY, method=method, progress=False, **kw)
 
 
 def test_seqmatch_freezes_earlier_subsets_and_uses_their_interval(toy_store, tmp_path):
     records = []
-    cfg = _cfg()
-    run = dict(num_subsets=2, device=torch.device("cpu"), dsa_strategy=STRATEGY, progress=False)
-    syn = seqmatch.run_seqmatch(
-        cfg, _toy(), toy_store, TINY_SPEC, out_dir=tmp_path, on_metric=records.append, **run
-    )
+    cfg = _cfg("seqmatch", seq_subsets=2)
+    kw = dict(experts=toy_store, model=TINY_SPEC, device=CPU)
+    syn = seqmatch.distill(_toy(), cfg, run=_run(tmp_path, "seqmatch", records), **kw)
     assert syn.images.shape == (6, 1, 8, 8) and syn.labels.tolist() == [0, 0, 1, 1, 2, 2]
     first, _ = DistillState.load(tmp_path / "subset_0" / CHECKPOINT, "cpu")
     assert torch.equal(syn.images[0::2], first.images)  # frozen slots: subset 0, untouched
     starts = {j: {r["start"] for r in records if r.get("subset") == j} for j in (0, 1)}
     assert starts == {0: {0}, 1: {1}}  # intervals [0, 1) and [1, 2)
     assert syn.meta["seqmatch"]["subset_ipc"] == [1, 1]
+    stage_cfg = seqmatch.stage_config(cfg, seqmatch.seqmatch_plan(cfg)[1])
+    parts = TrajectoryParts(
+        windows=random_windows(stage_cfg), trainable=seqmatch.trainable_mask(3, 1, 1)
+    )
     init = seqmatch._StageDistiller(
-        seqmatch.stage_config(cfg, seqmatch.seqmatch_plan(cfg, 2)[1]), _toy(), toy_store,
-        TINY_SPEC, device=torch.device("cpu"), out_dir=tmp_path / "x", dsa_strategy=STRATEGY,
-        progress=False, frozen=first.images, frozen_ipc=1,
+        stage_cfg, parts, _toy(), toy_store, TINY_SPEC, device=CPU,
+        run=_run(tmp_path / "x", "seqmatch"), frozen=first.images, frozen_ipc=1,
     ).initial_state().images  # fmt: skip
     assert torch.equal(init[0::2], first.images)
     assert not torch.equal(syn.images[1::2], init[1::2])  # the new subset was trained
-    again = seqmatch.run_seqmatch(cfg, _toy(), toy_store, TINY_SPEC, out_dir=tmp_path, **run)
+    again = seqmatch.distill(_toy(), cfg, run=_run(tmp_path, "seqmatch"), **kw)
     assert torch.equal(again.images, syn.images)  # finished subsets resume as they are
 
 
 def test_haba_trains_through_the_engine(toy_store, tmp_path):
     ds = _toy()
-    param = haba.HaBaParam.from_real(ds, 1, 2, generator=make_generator(0), lr_hallucinator=1.0)
+    cfg = _cfg("haba", ipc=1, haba_hallucinators=2, lr_hallucinator=1.0)
+    run = _run(tmp_path, "haba")
+    parts = haba.parts(cfg, ds, run)
+    param = parts.parameterization
     start = param.initial_tensors()
-    dist = Distiller(
-        _cfg(ipc=1), ds, toy_store, TINY_SPEC, device=torch.device("cpu"), out_dir=tmp_path,
-        dsa_strategy=STRATEGY, progress=False, parameterization=param,
-    )  # fmt: skip
-    syn = dist.run()
+    dist = Distiller(cfg, parts, ds, toy_store, TINY_SPEC, device=CPU, run=run)
+    syn = dist.run_all()
     assert syn.images.shape == (6, 1, 8, 8) and syn.labels.tolist() == [0, 0, 1, 1, 2, 2]
     state, meta = DistillState.load(tmp_path / CHECKPOINT, "cpu")
     assert meta["parameterization"]["hallucinators"] == 2
@@ -257,11 +308,10 @@ def test_haba_trains_through_the_engine(toy_store, tmp_path):
 
 def test_smdd_pruning_runs_in_the_engine(toy_store, tmp_path):
     logs = []
-    dist = Distiller(
-        _cfg(prune_ratio=0.25), _toy(), toy_store, TINY_SPEC, device=torch.device("cpu"),
-        out_dir=tmp_path, dsa_strategy=STRATEGY, progress=False, on_metric=logs.append,
-    )  # fmt: skip
-    dist.run()
+    cfg, ds = _cfg("smdd", prune_ratio=0.25), _toy()
+    run = _run(tmp_path, "smdd", logs)
+    dist = Distiller(cfg, smdd.parts(cfg, ds, run), ds, toy_store, TINY_SPEC, device=CPU, run=run)
+    dist.run_all()
     frozen = frozen_mask(dist.model)  # conv biases before instance norm never count
     eligible = int((~frozen).sum())
     kept = eligible - int(0.25 * eligible)
@@ -272,9 +322,14 @@ def test_smdd_pruning_runs_in_the_engine(toy_store, tmp_path):
 # Each lowers its own objective ----------------------------------------------------------------
 # A fixed window, one expert, every image in every step and no augmentation: the matching loss
 # is then a deterministic function of the images, so its first and last values compare.
-def _steady(**kw):
-    kw.setdefault("schedule", "fixed")
-    return _cfg(dsa=False, batch_syn=0, iterations=8, lr_img=100.0, **kw)
+def _steady(method, **kw):
+    return _cfg(method, dsa=False, batch_syn=0, iterations=8, lr_img=100.0, **kw)
+
+
+def _fixed(parts, cfg):
+    """The method's parts on the fixed window [min_start, min_start + expert_epochs]."""
+    windows = FixedWindows(cfg.syn_steps, cfg.expert_epochs, cfg.min_start)
+    return dataclasses.replace(parts, windows=windows)
 
 
 def _drop(losses_seen):
@@ -284,30 +339,29 @@ def _drop(losses_seen):
 
 def test_smdd_lowers_its_pruned_matching_loss(toy_store, tmp_path):
     logs = []
-    Distiller(
-        _steady(prune_ratio=0.25), _toy(), toy_store, TINY_SPEC, device=torch.device("cpu"),
-        out_dir=tmp_path, dsa_strategy=STRATEGY, progress=False, on_metric=logs.append,
-    ).run()  # fmt: skip
+    cfg, ds = _steady("smdd", prune_ratio=0.25), _toy()
+    run = _run(tmp_path, "smdd", logs)
+    parts = _fixed(smdd.parts(cfg, ds, run), cfg)
+    Distiller(cfg, parts, ds, toy_store, TINY_SPEC, device=CPU, run=run).run_all()
     assert _drop([r["match_loss"] for r in logs if r["stage"] == "distill"]) < 0.95
 
 
 def test_haba_lowers_its_matching_loss_through_bases_and_hallucinators(toy_store, tmp_path):
     logs = []
-    param = haba.HaBaParam.from_real(_toy(), 1, 2, generator=make_generator(0))
-    Distiller(
-        _steady(ipc=1), _toy(), toy_store, TINY_SPEC, device=torch.device("cpu"),
-        out_dir=tmp_path, dsa_strategy=STRATEGY, progress=False, on_metric=logs.append,
-        parameterization=param,
-    ).run()  # fmt: skip
+    # lr_hallucinator = lr_img: one step size for bases and hallucinators
+    cfg, ds = _steady("haba", ipc=1, haba_hallucinators=2, lr_hallucinator=100.0), _toy()
+    run = _run(tmp_path, "haba", logs)
+    parts = _fixed(haba.parts(cfg, ds, run), cfg)
+    Distiller(cfg, parts, ds, toy_store, TINY_SPEC, device=CPU, run=run).run_all()
     assert _drop([r["match_loss"] for r in logs if r["stage"] == "distill"]) < 0.95
 
 
 def test_seqmatch_lowers_the_matching_loss_of_every_subset(toy_store, tmp_path):
     records = []
     # random starts, but each subset's interval ([0, 1), then [1, 2)) holds a single epoch
-    seqmatch.run_seqmatch(
-        _steady(schedule="random"), _toy(), toy_store, TINY_SPEC, out_dir=tmp_path, on_metric=records.append,
-        num_subsets=2, device=torch.device("cpu"), dsa_strategy=STRATEGY, progress=False,
+    seqmatch.distill(
+        _toy(), _steady("seqmatch", seq_subsets=2), experts=toy_store, model=TINY_SPEC,
+        device=CPU, run=_run(tmp_path, "seqmatch", records),
     )  # fmt: skip
     for j in (0, 1):
         seen = [r["match_loss"] for r in records if r.get("subset") == j and "match_loss" in r]

@@ -23,10 +23,11 @@ def check_ipc(dataset: MedicalDataset, ipc: int) -> None:
     counts = dataset.class_counts("train")
     for c, count in enumerate(counts):
         if count < ipc:
+            smallest = min(counts)
+            name = dataset.class_names[counts.index(smallest)]
             raise ConfigError(
-                f"ipc {ipc} is larger than the smallest class of {dataset.name} (class "
-                f"'{dataset.class_names[c]}', index {c}, has {count} train images); choose "
-                f"ipc <= {min(counts)}"
+                f"ipc {ipc} is larger than the smallest class of {dataset.name} "
+                f"({smallest} train images), class '{name}'; choose ipc <= {smallest}"
             )
 
 

@@ -79,7 +79,8 @@ class DistillLoop(abc.ABC, Generic[S]):
 
     run: DistillRun
     total: int
-    unit: str = "it"
+    unit: str = "it"  # progress-bar unit
+    noun: str = "iteration"  # what one step is called in the log
 
     @abc.abstractmethod
     def initial_state(self) -> S: ...
@@ -121,7 +122,7 @@ class DistillLoop(abc.ABC, Generic[S]):
         if state is None:
             return self.initial_state(), generator
         self.resumed(state)
-        self.run.log(f"resuming from {out / CHECKPOINT} at {self.unit} {self.position(state)}")
+        self.run.log(f"resuming from {out / CHECKPOINT} at {self.noun} {self.position(state)}")
         return state, generator
 
     def execute(self, eval_every: int = 0, checkpoint_every: int = 1) -> SyntheticSet:

@@ -413,6 +413,7 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
     """Runs one objective distillation: `execute()` returns the synthetic set."""
 
     unit = "step"
+    noun = "step"
 
     def __init__(
         self,

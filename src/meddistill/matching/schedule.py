@@ -45,6 +45,10 @@ class WindowSchedule(Protocol):
 
     def furthest_epoch(self, last_epoch: int) -> int: ...
 
+    def knobs(self) -> str:
+        """The options that move the furthest epoch, with their values (for messages)."""
+        ...
+
 
 def _randint(low: int, high: int, generator: torch.Generator) -> int:
     """Uniform integer in [low, high) from the explicit generator."""
@@ -71,6 +75,9 @@ class RandomWindows:
 
     def furthest_epoch(self, last_epoch: int) -> int:
         return self.max_start - 1 + self.expert_epochs
+
+    def knobs(self) -> str:
+        return f"max_start (now {self.max_start}) or expert_epochs (now {self.expert_epochs})"
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ class FixedWindows:
     def furthest_epoch(self, last_epoch: int) -> int:
         return self.start + self.expert_epochs
 
+    def knobs(self) -> str:
+        return f"the start (now {self.start}) or expert_epochs (now {self.expert_epochs})"
+
 
 @dataclass(frozen=True)
 class ProgressiveWindows:
@@ -139,6 +149,9 @@ class ProgressiveWindows:
     def furthest_epoch(self, last_epoch: int) -> int:
         return self.end or last_epoch
 
+    def knobs(self) -> str:
+        return f"progressive_end (now {self.end})"
+
 
 def sample_window(
     iteration: int,
@@ -167,8 +180,7 @@ def check_schedule(schedule: WindowSchedule, last_epoch: int) -> None:
     if furthest > last_epoch:
         raise ConfigError(
             f"windows reach expert epoch {furthest} but the buffer ends at epoch {last_epoch}; "
-            "lower max_start or expert_epochs (or progressive_end), or make a buffer with "
-            "more epochs"
+            f"lower {schedule.knobs()}, or make a buffer with more epochs"
         )
 
 

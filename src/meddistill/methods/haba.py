@@ -265,6 +265,14 @@ class HaBaConfig(TrajectoryConfig):
     haba_hallucinators: int = 5
     lr_hallucinator: float = 100.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive("haba_hallucinators", self.haba_hallucinators)
+        if not (math.isfinite(self.lr_hallucinator) and self.lr_hallucinator > 0):
+            raise ConfigError(
+                f"option lr_hallucinator must be a positive number, got {self.lr_hallucinator}"
+            )
+
 
 def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
     """MTT's parts on images rendered as hallucinators x bases (bases from real images)."""

@@ -8,7 +8,7 @@ higher-level) stretches of the expert trajectories. While subset j is distilled,
 from all images distilled so far, only subset j receives updates.
 
 This driver runs the ordinary engine (matching.engine.Distiller) once per subset. Stage j is a
-MatchConfig with ipc = ipc_0 + ... + ipc_j (images laid out class by class: the frozen
+SeqMatchConfig with ipc = ipc_0 + ... + ipc_j (images laid out class by class: the frozen
 images of each class first, then its new ones), the start range narrowed to interval j, and a
 `trainable` mask that zeroes the image gradient of the frozen images.
 
