@@ -21,14 +21,13 @@ def check_ipc(dataset: MedicalDataset, ipc: int) -> None:
     if isinstance(ipc, bool) or int(ipc) != ipc or ipc < 1:
         raise ConfigError(f"ipc must be a positive integer, got {ipc!r}")
     counts = dataset.class_counts("train")
-    for c, count in enumerate(counts):
-        if count < ipc:
-            smallest = min(counts)
-            name = dataset.class_names[counts.index(smallest)]
-            raise ConfigError(
-                f"ipc {ipc} is larger than the smallest class of {dataset.name} "
-                f"({smallest} train images), class '{name}'; choose ipc <= {smallest}"
-            )
+    smallest = min(counts)
+    if smallest < ipc:
+        name = dataset.class_names[counts.index(smallest)]
+        raise ConfigError(
+            f"ipc {ipc} is larger than the smallest class of {dataset.name} "
+            f"({smallest} train images), class '{name}'; choose ipc <= {smallest}"
+        )
 
 
 def draw_per_class(
