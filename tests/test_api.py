@@ -93,3 +93,11 @@ def test_the_configured_dsa_strategy_is_what_the_engine_uses(tmp_path):
                  "--buffer", str(exp.path), "--out", "x", "model.depth=1", "model.width=4",
                  "match.dsa_strategy=crop", "match.expert_epochs=1", "match.max_start=2"])  # fmt: skip
     assert code == 2 and not (tmp_path / "x").exists()
+    # allowed explicitly, it runs and says so in the run's log
+    code = main(["distill", "--method", "mtt", "--dataset", f"folder:{folder}", "--ipc", "1",
+                 "--iterations", "1", "--buffer", str(exp.path), "--out", "y", "model.depth=1",
+                 "model.width=4", "match.dsa_strategy=crop", "match.expert_epochs=1",
+                 "match.max_start=2", "match.syn_steps=2", "match.step_size_param=log",
+                 "final_eval=false", "allow_dsa_mismatch=true", "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert "used anyway (allow_dsa_mismatch=true)" in (tmp_path / "y" / "log.txt").read_text()

@@ -63,8 +63,11 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
     return DistillPlan(job, method, config, device_of(job), strategy, experts)
 
 
-def check_buffer(plan: DistillPlan, store: TrajectoryStore, dataset: MedicalDataset) -> None:
-    """A given buffer must fit the dataset, the network, the windows and the DSA strategy."""
+def check_buffer(
+    plan: DistillPlan, store: TrajectoryStore, dataset: MedicalDataset
+) -> str | None:
+    """A given buffer must fit the dataset, the network and the DSA strategy; returns the
+    warning to log when a strategy mismatch is allowed (allow_dsa_mismatch), else None."""
     store.check_compatible(dataset, plan.job.model)
     train = store.meta.get("train", {})
     made_with = train.get("dsa_strategy") if train.get("dsa", True) else "none"
@@ -78,6 +81,8 @@ def check_buffer(plan: DistillPlan, store: TrajectoryStore, dataset: MedicalData
                 f"{message}; use a buffer made with the same strategy, set "
                 f"match.dsa_strategy={made_with}, or allow_dsa_mismatch=true to use it anyway"
             )
+        return f"warning: {message}; used anyway (allow_dsa_mismatch=true)"
+    return None
 
 
 def expert_store(
@@ -94,17 +99,18 @@ def expert_store(
     return generate_buffer(dataset, plan.experts, folder, device=plan.device, progress=progress)
 
 
-def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> None:
-    """Refuse, before the run folder exists, what the run could not do."""
+def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> str | None:
+    """Refuse, before the run folder exists, what the run could not do; returns the
+    warning of an allowed DSA mismatch (to log once the run folder exists)."""
     check_ipc(dataset, plan.ipc)
     if plan.method.experts is None:
-        return
+        return None
     given = TrajectoryStore(plan.job.buffer) if plan.job.buffer else None
-    if given is not None:
-        check_buffer(plan, given, dataset)
+    warning = check_buffer(plan, given, dataset) if given is not None else None
     epochs = given.epochs if given is not None else plan.job.experts.epochs
     if plan.method.windows_of is not None:
         check_schedule(plan.method.windows_of(plan.config), epochs)
+    return warning
 
 
 def periodic_evaluator(plan: DistillPlan, dataset: MedicalDataset) -> Any:
@@ -157,14 +163,14 @@ def run_distill(
     into runs_root/<command>/<dataset>-<method>-ipc<k>-<hash> (or job.out)."""
     plan = resolve_distill(job)
     dataset = job.dataset.load()
-    check_before_work(plan, dataset)  # a refused run leaves nothing behind
+    warning = check_before_work(plan, dataset)  # a refused run leaves nothing behind
     dataset = dataset.to(plan.device)
     run = run_folder(plan, dataset, runs_root, command)
+    if warning is not None:
+        run.log(warning)
     start = time.perf_counter()
     store = expert_store(plan, dataset, runs_root, progress, run.log)
     buffer_s = time.perf_counter() - start
-    if store is not None and job.buffer:
-        check_buffer(plan, store, dataset)
     start = time.perf_counter()
     distill_run = DistillRun(
         seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,

@@ -40,7 +40,7 @@ from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.engine import Distiller, TrajectoryParts
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.base import MethodEntry
-from meddistill.methods.trajectory import random_windows
+from meddistill.methods.trajectory import random_windows, require_experts
 from meddistill.models import ModelSpec
 
 
@@ -177,8 +177,7 @@ def distill(
     """Distil the K subsets in turn (checkpoints in out_dir/subset_<j>, so a re-run resumes
     at the first unfinished subset) and return the set of all of them. Metric records carry
     the key "subset"; periodic evaluations see the set distilled so far."""
-    if experts is None:
-        raise ConfigError("seqmatch matches expert trajectories; give it an expert buffer")
+    store = require_experts(experts, "seqmatch")
     stages = seqmatch_plan(cfg)
     frozen: torch.Tensor | None = None
     result: SyntheticSet | None = None
@@ -193,7 +192,7 @@ def distill(
             trainable=trainable_mask(dataset.num_classes, stage.frozen_ipc, stage.ipc, device),
         )
         distiller = _StageDistiller(
-            stage_cfg, parts, dataset, experts, model, device=device,
+            stage_cfg, parts, dataset, store, model, device=device,
             run=run.within(f"subset_{stage.index}", subset=stage.index),
             frozen=frozen, frozen_ipc=stage.frozen_ipc,
         )  # fmt: skip

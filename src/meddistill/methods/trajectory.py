@@ -27,6 +27,13 @@ def random_windows(cfg: TrajectoryConfig) -> RandomWindows:
     return RandomWindows(cfg.syn_steps, cfg.expert_epochs, cfg.min_start, cfg.max_start)
 
 
+def require_experts(experts: TrajectoryStore | None, method: str) -> TrajectoryStore:
+    """The expert buffer a trajectory method matches; a clear error when none was given."""
+    if experts is None:
+        raise ConfigError(f"{method} matches expert trajectories; give it an expert buffer")
+    return experts
+
+
 def run_engine(
     cfg: TrajectoryConfig,
     parts: TrajectoryParts,
@@ -37,9 +44,8 @@ def run_engine(
     run: DistillRun,
 ) -> SyntheticSet:
     """One engine run of `parts` on the experts' trajectories."""
-    if experts is None:
-        raise ConfigError(f"{run.method} matches expert trajectories; give it an expert buffer")
-    return Distiller(cfg, parts, dataset, experts, model, device=device, run=run).run_all()
+    store = require_experts(experts, run.method)
+    return Distiller(cfg, parts, dataset, store, model, device=device, run=run).run_all()
 
 
 def trajectory_method(
