@@ -142,22 +142,13 @@ def to_dict(obj: Any) -> Any:
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """`value` checked (and converted where lossless) against the type hint `tp` of option `key`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"option {key}: bad value {value!r}")
+        return _coerce_union(args, value, key)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"option {key}={value!r} is not one of {', '.join(map(repr, args))}")
@@ -168,18 +159,43 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"option {key} must be a section (mapping), got {value!r}")
         return from_dict(tp, value, key)
-    if origin in (list, tuple):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin is list:
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"option {key} must be a list, got {value!r}")
-        inner = args[0] if args else Any
-        items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
+    if origin in (list, tuple, dict):
+        return _coerce_container(origin, args, value, key)
+    return _coerce_scalar(tp, value, key)
+
+
+def _coerce_union(args: tuple[Any, ...], value: Any, key: str) -> Any:
+    """An optional/union option takes the first member type that accepts the value."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, key)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if errors else f"option {key}: bad value {value!r}")
+
+
+def _coerce_container(origin: Any, args: tuple[Any, ...], value: Any, key: str) -> Any:
+    """Lists and tuples are checked item by item (a lone scalar becomes a one-item list)."""
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"option {key} must be a mapping, got {value!r}")
         return dict(value)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin is list:
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"option {key} must be a list, got {value!r}")
+    inner = args[0] if args else Any
+    items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return items if origin is list else tuple(items)
+
+
+def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
+    """bool/int/float/str refuse lossy or surprising values (True is not 1, 1.5 is not an int)."""
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -84,6 +84,86 @@ def _decoded(
     return images, "miss" if use_cache else "off"
 
 
+def _check_listing(
+    listing: Listing, expected_classes: Sequence[str] | None, name: str | None
+) -> None:
+    """Refuse stray non-image files and, for a preset, a folder holding other classes."""
+    if listing.bad:
+        raise DatasetCorruptError(
+            f"{len(listing.bad)} file(s) in the class folders of {listing.root} are not images: "
+            f"{format_paths(listing.bad)}; move them out of the class folders"
+        )
+    if expected_classes is not None and sorted(expected_classes) != listing.class_names:
+        raise DatasetCorruptError(
+            f"{listing.root} has classes {', '.join(listing.class_names)} but "
+            f"{name or 'this dataset'} should have {', '.join(sorted(expected_classes))}; "
+            "point the data root at the dataset's own folder"
+        )
+
+
+def _identities(
+    listing: Listing,
+    prep: dict[str, object],
+    test_fraction: float,
+    val_fraction: float,
+    split_seed: int,
+) -> tuple[str, str]:
+    """(source_id, cache key): the id ignores where and when, the key ignores the split."""
+    split_opts = (
+        "official"
+        if listing.layout == "train-test-folders" and val_fraction == 0
+        else [test_fraction, val_fraction, split_seed]
+    )
+    source_id = stable_hash([listing.fingerprint(with_times=False), prep, split_opts], length=32)
+    key = stable_hash([listing.fingerprint(with_times=True), prep], length=32)
+    return source_id, key
+
+
+def _split_images(
+    listing: Listing,
+    images_u8: torch.Tensor,
+    test_fraction: float,
+    val_fraction: float,
+    split_seed: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(float images in [0, 1], labels) per split; the split itself is never cached."""
+    labels = torch.tensor([e.label for e in listing.entries], dtype=torch.int64)
+    groups = torch.tensor([GROUP_CODES[e.group] for e in listing.entries], dtype=torch.uint8)
+    idx = _split_indices(listing, labels, groups, test_fraction, val_fraction, split_seed)
+    images01 = {s: images_u8[i].to(torch.float32).div_(255.0) for s, i in idx.items()}
+    split_labels = {s: labels[i] for s, i in idx.items()}
+    return images01, split_labels
+
+
+def _folder_info(
+    listing: Listing,
+    prep: dict[str, object],
+    split: tuple[float, float, int],
+    cache_state: str,
+    key: str,
+    normalization: Normalization | None,
+    t0: float,
+) -> dict[str, object]:
+    """The dataset's info record: layout, preprocessing, split, cache state and load time."""
+    test_fraction, val_fraction, split_seed = split
+    return {
+        "format": "folder",
+        "root": str(listing.root),
+        "layout": listing.layout,
+        "size": prep["size"],
+        "channels": prep["channels"],
+        "resample": prep["resample"],
+        "split": "official folders"
+        if listing.layout == "train-test-folders"
+        else {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed},
+        "cache": cache_state,
+        "cache_key": key,
+        "duplicates_ignored": listing.duplicates_ignored,
+        "normalization_source": "explicit" if normalization is not None else "train split",
+        "load_seconds": round(time.perf_counter() - t0, 4),
+    }
+
+
 def load_image_folder(
     root: str | os.PathLike[str],
     *,
@@ -123,32 +203,12 @@ def load_image_folder(
     listing = scan(
         root, labels_csv=labels_csv, csv_id_column=csv_id_column, csv_label_column=csv_label_column
     )
-    if listing.bad:
-        raise DatasetCorruptError(
-            f"{len(listing.bad)} file(s) in the class folders of {listing.root} are not images: "
-            f"{format_paths(listing.bad)}; move them out of the class folders"
-        )
-    if expected_classes is not None and sorted(expected_classes) != listing.class_names:
-        raise DatasetCorruptError(
-            f"{listing.root} has classes {', '.join(listing.class_names)} but "
-            f"{name or 'this dataset'} should have {', '.join(sorted(expected_classes))}; "
-            "point the data root at the dataset's own folder"
-        )
+    _check_listing(listing, expected_classes, name)
     prep = {"size": size, "channels": channels, "resample": resample, "version": CACHE_VERSION}
-    split_opts = (
-        "official"
-        if listing.layout == "train-test-folders" and val_fraction == 0
-        else [test_fraction, val_fraction, split_seed]
-    )
-    source_id = stable_hash([listing.fingerprint(with_times=False), prep, split_opts], length=32)
-    key = stable_hash([listing.fingerprint(with_times=True), prep], length=32)
+    split = (test_fraction, val_fraction, split_seed)
+    source_id, key = _identities(listing, prep, *split)
     images_u8, cache_state = _decoded(listing, key, size, channels, resample, use_cache, workers)
-
-    labels = torch.tensor([e.label for e in listing.entries], dtype=torch.int64)
-    groups = torch.tensor([GROUP_CODES[e.group] for e in listing.entries], dtype=torch.uint8)
-    idx = _split_indices(listing, labels, groups, test_fraction, val_fraction, split_seed)
-    images01 = {s: images_u8[i].to(torch.float32).div_(255.0) for s, i in idx.items()}
-    split_labels = {s: labels[i] for s, i in idx.items()}
+    images01, split_labels = _split_images(listing, images_u8, *split)
     splits, norm = build_splits(images01, split_labels, normalization)
 
     return MedicalDataset(
@@ -158,20 +218,5 @@ def load_image_folder(
         normalization=norm,
         source_id=source_id,
         task="multi-class" if len(listing.class_names) > 2 else "binary-class",
-        info={
-            "format": "folder",
-            "root": str(listing.root),
-            "layout": listing.layout,
-            "size": size,
-            "channels": channels,
-            "resample": resample,
-            "split": "official folders"
-            if listing.layout == "train-test-folders"
-            else {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed},
-            "cache": cache_state,
-            "cache_key": key,
-            "duplicates_ignored": listing.duplicates_ignored,
-            "normalization_source": "explicit" if normalization is not None else "train split",
-            "load_seconds": round(time.perf_counter() - t0, 4),
-        },
+        info=_folder_info(listing, prep, split, cache_state, key, normalization, t0),
     )

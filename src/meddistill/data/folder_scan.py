@@ -201,10 +201,10 @@ def _image_id(value: str) -> str:
     return p.stem if p.suffix.lower() in IMAGE_EXTS else p.name
 
 
-def scan_csv(
-    root: Path, labels_csv: Path, id_column: str | None = None, label_column: str | None = None
-) -> Listing:
-    """Listing from a labels CSV; images are matched by stem anywhere under root."""
+def _read_csv(
+    labels_csv: Path, root: Path, id_column: str | None, label_column: str | None
+) -> tuple[list[tuple[str | None, str | None]], str, str]:
+    """(rows of (id, label), id column, label column) of the labels CSV."""
     if not labels_csv.is_file():
         raise DatasetNotFoundError(
             f"labels_csv {labels_csv} not found; give the CSV path (absolute or relative to {root})"
@@ -222,6 +222,13 @@ def scan_csv(
             rows = [(r[id_col], r[lab_col]) for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetCorruptError(f"cannot read labels_csv {labels_csv}: {exc}") from exc
+    return rows, id_col, lab_col
+
+
+def _wanted_labels(
+    rows: list[tuple[str | None, str | None]], labels_csv: Path, id_col: str, lab_col: str
+) -> dict[str, str]:
+    """Image id -> label; empty cells and an id given two labels are errors in the CSV."""
     wanted: dict[str, str] = {}
     for raw_id, raw_label in rows:
         if raw_id is None or raw_label is None or not raw_id.strip() or not raw_label.strip():
@@ -235,7 +242,13 @@ def scan_csv(
             )
     if not wanted:
         raise DatasetCorruptError(f"{labels_csv} has no rows; it should list image ids and labels")
+    return wanted
 
+
+def _match_images(
+    root: Path, wanted: dict[str, str], labels_csv: Path
+) -> tuple[dict[str, Path], int]:
+    """(image id -> file, identical copies ignored); every listed id must have a file."""
     found: dict[str, Path] = {}
     duplicates = 0
     for p in _walk(root):
@@ -257,6 +270,16 @@ def scan_csv(
             f"{len(missing)} image(s) listed in {labels_csv} are not under {root} (e.g. {shown}); "
             "make sure every image folder of the dataset is there"
         )
+    return found, duplicates
+
+
+def scan_csv(
+    root: Path, labels_csv: Path, id_column: str | None = None, label_column: str | None = None
+) -> Listing:
+    """Listing from a labels CSV; images are matched by stem anywhere under root."""
+    rows, id_col, lab_col = _read_csv(labels_csv, root, id_column, label_column)
+    wanted = _wanted_labels(rows, labels_csv, id_col, lab_col)
+    found, duplicates = _match_images(root, wanted, labels_csv)
     classes = sorted(set(wanted.values()))
     st = labels_csv.stat()
     listing = Listing(

@@ -213,6 +213,129 @@ def _to_nchw(x: torch.Tensor, d3: bool, chans: int) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()
 
 
+def _find_or_fetch(
+    key: str,
+    size: int,
+    root: str | os.PathLike[str] | None,
+    official: dict[str, str],
+    expected: str | None,
+    *,
+    download: bool,
+    verify_md5: bool | str,
+) -> tuple[Path, str, bool]:
+    """(path, md5, md5 remembered) of the npz to read: an intact local file, else a download."""
+    fname = file_name(key, size)
+    path = locate(key, size, root)
+    if path is not None:
+        try:
+            md5, remembered = _verify(path, expected, fname)
+        except DatasetCorruptError:
+            if not (download and verify_md5 is True):
+                raise
+            # fall through: re-fetch over the damaged file
+        else:
+            return path, md5, remembered
+    if not download:
+        raise _not_found(key, size, root)
+    path = (search_dirs(root)[0] / fname).resolve()
+    if verify_md5 is not True:
+        raise ConfigError(
+            f"download=True fetches the official {fname}; it cannot be combined with "
+            f"verify_md5={verify_md5!r}"
+        )
+    md5 = download_file(official["url"], path, official["md5"])
+    cache.remember_md5(path, md5)
+    return path, md5, False
+
+
+def _read_splits(
+    path: Path, size: int, chans: int, d3: bool, n_classes: int
+) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor], float]:
+    """Validate every split of the npz: (raw images, int64 labels, divisor to [0, 1])."""
+    arrays = _read_npz(path)
+    raw: dict[str, np.ndarray] = {}
+    labels: dict[str, torch.Tensor] = {}
+    lo, hi = np.inf, -np.inf
+    for split in SPLITS:
+        img = arrays[f"{split}_images"]
+        _check_images(path, split, img, size, chans, d3)
+        labels[split] = _labels(path, split, arrays[f"{split}_labels"], img.shape[0], n_classes)
+        if img.dtype != np.uint8 and img.size:
+            if not np.all(np.isfinite(img)):
+                raise DatasetCorruptError(f"{path}: {split}_images hold NaN or inf values")
+            lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
+        raw[split] = img
+    return raw, labels, _float_divisor(path, raw, lo, hi)
+
+
+def _float_divisor(path: Path, raw: dict[str, np.ndarray], lo: float, hi: float) -> float:
+    """Float files may store [0, 1] or [0, 255] pixels; one divisor must fit every split."""
+    divisor = 255.0
+    if any(a.dtype != np.uint8 for a in raw.values()) and np.isfinite(hi):
+        scale = unit_range_scale(lo, hi)
+        if scale is None:
+            raise DatasetCorruptError(
+                f"{path}: float images range over [{lo}, {hi}], neither [0, 1] nor [0, 255]; "
+                "delete the file and rerun with --download"
+            )
+        divisor = scale
+    return divisor
+
+
+def _to_images01(
+    raw: dict[str, np.ndarray],
+    divisor: float,
+    d3: bool,
+    chans: int,
+    resize_to: int | None,
+    resize_mode: str | None,
+    channels: int | None,
+) -> dict[str, torch.Tensor]:
+    """Float NC(D)HW images in [0, 1], resized and channel-converted; empties `raw` as it goes."""
+    images01: dict[str, torch.Tensor] = {}
+    for split in SPLITS:
+        arr = raw.pop(split)
+        x = _to_nchw(to_float01(arr, 255.0 if arr.dtype == np.uint8 else divisor), d3, chans)
+        del arr
+        if resize_to is not None:
+            x = resize_images(x, int(resize_to), resize_mode)
+        if channels is not None:
+            x = convert_channels(x, int(channels))
+        images01[split] = x
+    return images01
+
+
+def _load_info(
+    *,
+    size: int,
+    path: Path,
+    md5: str,
+    expected: str | None,
+    remembered: bool,
+    resize_to: int | None,
+    resize_mode: str | None,
+    d3: bool,
+    channels: int | None,
+    normalization: Normalization | None,
+) -> dict[str, Any]:
+    """The dataset's info record: which file, how it was checked and how it was preprocessed."""
+    return {
+        "format": "medmnist",
+        "size": size,
+        "path": str(path),
+        "md5": md5,
+        "md5_checked": expected is not None,
+        "md5_remembered": remembered,
+        "resize_to": resize_to,
+        "resize_mode": (resize_mode or ("trilinear" if d3 else "bicubic"))
+        if resize_to is not None
+        else None,
+        "channels": channels,
+        "trained_as": "multi-class",
+        "normalization_source": "explicit" if normalization is not None else "train split",
+    }
+
+
 def load_medmnist(
     name: str,
     *,
@@ -239,66 +362,16 @@ def load_medmnist(
     check_supported(key)
     size = 28 if size is None else int(size)
     official = file_facts(key, size)
-    fname = file_name(key, size)
     expected = official["md5"] if verify_md5 is True else (verify_md5 or None)
-
-    path = locate(key, size, root)
-    remembered = False
-    if path is not None:
-        try:
-            md5, remembered = _verify(path, expected, fname)
-        except DatasetCorruptError:
-            if not (download and verify_md5 is True):
-                raise
-            path = None  # re-fetch over the damaged file
-    if path is None:
-        if not download:
-            raise _not_found(key, size, root)
-        path = (search_dirs(root)[0] / fname).resolve()
-        if verify_md5 is not True:
-            raise ConfigError(
-                f"download=True fetches the official {fname}; it cannot be combined with "
-                f"verify_md5={verify_md5!r}"
-            )
-        md5 = download_file(official["url"], path, official["md5"])
-        cache.remember_md5(path, md5)
+    path, md5, remembered = _find_or_fetch(
+        key, size, root, official, expected, download=download, verify_md5=verify_md5
+    )
 
     d3 = is_3d(key)
     chans = int(facts["n_channels"])
     n_classes = int(facts["n_classes"])
-    arrays = _read_npz(path)
-    raw: dict[str, np.ndarray] = {}
-    labels: dict[str, torch.Tensor] = {}
-    lo, hi = np.inf, -np.inf
-    for split in SPLITS:
-        img = arrays[f"{split}_images"]
-        _check_images(path, split, img, size, chans, d3)
-        labels[split] = _labels(path, split, arrays[f"{split}_labels"], img.shape[0], n_classes)
-        if img.dtype != np.uint8 and img.size:
-            if not np.all(np.isfinite(img)):
-                raise DatasetCorruptError(f"{path}: {split}_images hold NaN or inf values")
-            lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
-        raw[split] = img
-    divisor = 255.0
-    if any(a.dtype != np.uint8 for a in raw.values()) and np.isfinite(hi):
-        scale = unit_range_scale(lo, hi)
-        if scale is None:
-            raise DatasetCorruptError(
-                f"{path}: float images range over [{lo}, {hi}], neither [0, 1] nor [0, 255]; "
-                "delete the file and rerun with --download"
-            )
-        divisor = scale
-
-    images01: dict[str, torch.Tensor] = {}
-    for split in SPLITS:
-        arr = raw.pop(split)
-        x = _to_nchw(to_float01(arr, 255.0 if arr.dtype == np.uint8 else divisor), d3, chans)
-        del arr
-        if resize_to is not None:
-            x = resize_images(x, int(resize_to), resize_mode)
-        if channels is not None:
-            x = convert_channels(x, int(channels))
-        images01[split] = x
+    raw, labels, divisor = _read_splits(path, size, chans, d3, n_classes)
+    images01 = _to_images01(raw, divisor, d3, chans, resize_to, resize_mode, channels)
     splits, norm = build_splits(images01, labels, normalization)
 
     return MedicalDataset(
@@ -308,19 +381,16 @@ def load_medmnist(
         normalization=norm,
         source_id=md5,
         task=facts["task"],
-        info={
-            "format": "medmnist",
-            "size": size,
-            "path": str(path),
-            "md5": md5,
-            "md5_checked": expected is not None,
-            "md5_remembered": remembered,
-            "resize_to": resize_to,
-            "resize_mode": (resize_mode or ("trilinear" if d3 else "bicubic"))
-            if resize_to is not None
-            else None,
-            "channels": channels,
-            "trained_as": "multi-class",
-            "normalization_source": "explicit" if normalization is not None else "train split",
-        },
+        info=_load_info(
+            size=size,
+            path=path,
+            md5=md5,
+            expected=expected,
+            remembered=remembered,
+            resize_to=resize_to,
+            resize_mode=resize_mode,
+            d3=d3,
+            channels=channels,
+            normalization=normalization,
+        ),
     )

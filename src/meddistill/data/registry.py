@@ -189,6 +189,62 @@ def _folder_size(name: str, size: int | None, resize_to: int | None) -> int | No
     return resize_to if resize_to is not None else size
 
 
+def _load_folder_path(
+    name: str,
+    root: str | Path | None,
+    size: int | None,
+    resize_to: int | None,
+    channels: int | None,
+    split_seed: int,
+    normalization: Normalization | None,
+    kw: dict[str, Any],
+) -> MedicalDataset:
+    """A generic 'folder:<path>' dataset (an empty path means `root`), with folder defaults."""
+    path = name.strip()[len(FOLDER_PREFIX) :] or (str(root) if root is not None else "")
+    if not path:
+        raise ConfigError("dataset 'folder:' needs a path, e.g. folder:/data/my_images")
+    _check_kw(name, kw, FOLDER_KW)
+    return load_image_folder(
+        path,
+        name=f"folder:{Path(path).expanduser().resolve()}",
+        size=_folder_size(name, size, resize_to),
+        channels=3 if channels is None else int(channels),
+        split_seed=split_seed,
+        normalization=normalization,
+        **kw,
+    )
+
+
+def _load_preset(
+    key: str,
+    root: str | Path | None,
+    size: int | None,
+    resize_to: int | None,
+    channels: int | None,
+    split_seed: int,
+    normalization: Normalization | None,
+    kw: dict[str, Any],
+) -> MedicalDataset:
+    """A known folder dataset: found under the data root, with the preset's defaults under `kw`."""
+    preset = PRESETS[key]
+    _check_kw(key, kw, FOLDER_KW)
+    folder = find_folder_root(preset, root)
+    chans = preset.channels if channels is None else int(channels)
+    side = _folder_size(key, size, resize_to)
+    preset_norm = preset.normalization if chans == len(IMAGENET.mean) else None
+    opts: dict[str, Any] = {"test_fraction": preset.test_fraction, **preset.options, **kw}
+    return load_image_folder(
+        folder,
+        name=key,
+        size=preset.size if side is None else side,
+        channels=chans,
+        split_seed=split_seed,
+        normalization=normalization or preset_norm,
+        expected_classes=preset.classes,
+        **opts,
+    )
+
+
 def load_dataset(
     name: str,
     *,
@@ -213,38 +269,11 @@ def load_dataset(
     covid19-cxr (as HoP-TM) when channels is 3, else the train split's.
     """
     key = name.strip().lower()
+    folder_args = (root, size, resize_to, channels, split_seed, normalization, kw)
     if key.startswith(FOLDER_PREFIX):
-        path = name.strip()[len(FOLDER_PREFIX) :] or (str(root) if root is not None else "")
-        if not path:
-            raise ConfigError("dataset 'folder:' needs a path, e.g. folder:/data/my_images")
-        _check_kw(name, kw, FOLDER_KW)
-        return load_image_folder(
-            path,
-            name=f"folder:{Path(path).expanduser().resolve()}",
-            size=_folder_size(name, size, resize_to),
-            channels=3 if channels is None else int(channels),
-            split_seed=split_seed,
-            normalization=normalization,
-            **kw,
-        )
+        return _load_folder_path(name, *folder_args)
     if key in PRESETS:
-        preset = PRESETS[key]
-        _check_kw(key, kw, FOLDER_KW)
-        folder = find_folder_root(preset, root)
-        chans = preset.channels if channels is None else int(channels)
-        side = _folder_size(key, size, resize_to)
-        preset_norm = preset.normalization if chans == len(IMAGENET.mean) else None
-        opts: dict[str, Any] = {"test_fraction": preset.test_fraction, **preset.options, **kw}
-        return load_image_folder(
-            folder,
-            name=key,
-            size=preset.size if side is None else side,
-            channels=chans,
-            split_seed=split_seed,
-            normalization=normalization or preset_norm,
-            expected_classes=preset.classes,
-            **opts,
-        )
+        return _load_preset(key, *folder_args)
     if key in mm.medmnist_names():
         _check_kw(key, kw, MEDMNIST_KW)
         return mm.load_medmnist(

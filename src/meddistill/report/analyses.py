@@ -522,6 +522,50 @@ def embed_features(
     return torch.cat(parts).numpy()
 
 
+def _tsne_inputs(
+    features: Mapping[str, np.ndarray | torch.Tensor], labels: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(labels [N], float64 [N, D] features per set), refusing sets t-SNE cannot embed."""
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    if not features:
+        raise ConfigError("no feature sets given; pass {name: [N, D] features}")
+    arrays: dict[str, np.ndarray] = {}
+    for name, f in features.items():
+        arr = np.asarray(f.detach().cpu() if isinstance(f, torch.Tensor) else f, dtype=np.float64)
+        arr = arr.reshape(arr.shape[0], -1)
+        if arr.shape[0] != y.shape[0]:
+            raise ConfigError(f"features '{name}' have {arr.shape[0]} rows but {y.shape[0]} labels")
+        if arr.shape[0] < 4:
+            raise ConfigError(f"t-SNE needs at least 4 points, '{name}' has {arr.shape[0]}")
+        if not np.all(np.isfinite(arr)):
+            raise ConfigError(f"features '{name}' hold NaN or infinite values")
+        arrays[str(name)] = arr
+    return y, arrays
+
+
+def _draw_tsne(
+    coords: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    class_names: Sequence[str] | None,
+    png: Path,
+) -> None:
+    """One scatter panel per set, coloured by true class (a legend when classes are few)."""
+    fig = _figure(4.0 * len(coords), 4.2)
+    axes = fig.subplots(1, len(coords), squeeze=False)[0]
+    classes = sorted(int(c) for c in np.unique(y))
+    for ax, (name, xy) in zip(axes, coords.items(), strict=True):
+        for i, c in enumerate(classes):
+            sel = y == c
+            label = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=f"C{i % 10}", label=str(label)[:24])
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(classes) <= 12:
+        axes[-1].legend(fontsize="x-small", markerscale=2, loc="best")
+    _save_figure(fig, png)
+
+
 def tsne_features(
     features: Mapping[str, np.ndarray | torch.Tensor],
     labels: np.ndarray | torch.Tensor,
@@ -539,20 +583,7 @@ def tsne_features(
     """
     from sklearn.manifold import TSNE
 
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    if not features:
-        raise ConfigError("no feature sets given; pass {name: [N, D] features}")
-    arrays: dict[str, np.ndarray] = {}
-    for name, f in features.items():
-        arr = np.asarray(f.detach().cpu() if isinstance(f, torch.Tensor) else f, dtype=np.float64)
-        arr = arr.reshape(arr.shape[0], -1)
-        if arr.shape[0] != y.shape[0]:
-            raise ConfigError(f"features '{name}' have {arr.shape[0]} rows but {y.shape[0]} labels")
-        if arr.shape[0] < 4:
-            raise ConfigError(f"t-SNE needs at least 4 points, '{name}' has {arr.shape[0]}")
-        if not np.all(np.isfinite(arr)):
-            raise ConfigError(f"features '{name}' hold NaN or infinite values")
-        arrays[str(name)] = arr
+    y, arrays = _tsne_inputs(features, labels)
     coords: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
         perp = float(min(perplexity, max(1.0, (arr.shape[0] - 1) / 3.0)))
@@ -568,18 +599,5 @@ def tsne_features(
             for i in range(xy.shape[0])
         ),
     )
-    fig = _figure(4.0 * len(coords), 4.2)
-    axes = fig.subplots(1, len(coords), squeeze=False)[0]
-    classes = sorted(int(c) for c in np.unique(y))
-    for ax, (name, xy) in zip(axes, coords.items(), strict=True):
-        for i, c in enumerate(classes):
-            sel = y == c
-            label = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=f"C{i % 10}", label=str(label)[:24])
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if len(classes) <= 12:
-        axes[-1].legend(fontsize="x-small", markerscale=2, loc="best")
-    _save_figure(fig, png)
+    _draw_tsne(coords, y, class_names, png)
     return Analysis(png, data)

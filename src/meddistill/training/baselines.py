@@ -52,6 +52,99 @@ def full_train_config(epochs: int = 50, lr: float = 0.01) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr)
 
 
+def _full_report(
+    data: MedicalDataset,
+    base_spec: ModelSpec,
+    full: TrainConfig,
+    *,
+    seed: int,
+    full_nets: int,
+    progress: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The upper bound: `full_nets` networks trained on the whole training split."""
+    images, labels = full_data(data)
+    nets = []
+    for k in tqdm(range(full_nets), desc="full data", disable=not progress, unit="net"):
+        net_seed = derive_seed(seed, "full", k)
+        result = train_fresh_network(
+            base_spec,
+            data,
+            images,
+            labels,
+            full,
+            net_seed=net_seed,
+            device=device,
+            test=data.test,
+            progress=f"full data net {k + 1}/{full_nets}" if progress else False,
+        )
+        nets.append(
+            {
+                "seed": net_seed,
+                "acc": result.test_acc,
+                "auc": result.test_auc,
+                "loss": result.test_loss,
+                "train_loss": result.train_loss,
+            }
+        )
+    acc_mean, acc_std = mean_std([n["acc"] for n in nets])
+    auc_mean, auc_std = mean_std([n["auc"] for n in nets])
+    return {
+        "train": to_dict(full),
+        "nets": nets,
+        "acc_mean": acc_mean,
+        "acc_std": acc_std,
+        "auc_mean": auc_mean,
+        "auc_std": auc_std,
+    }
+
+
+def _random_report(
+    data: MedicalDataset,
+    ipc: int,
+    base_spec: ModelSpec,
+    eval_cfg: EvalConfig,
+    *,
+    seed: int,
+    num_subsets: int,
+    progress: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """`num_subsets` random real subsets of `ipc` images per class, each evaluated in full."""
+    subsets = []
+    for j in range(num_subsets):
+        subset_seed = derive_seed(seed, "random", ipc, j)
+        images, labels = random_subset(data, ipc, generator=make_generator(subset_seed))
+        ev = evaluate_set(
+            images,
+            labels,
+            data,
+            eval_cfg,
+            base_spec=base_spec,
+            seed=subset_seed,
+            progress=progress,
+            device=device,
+        )
+        subsets.append({"seed": subset_seed, "report": ev.to_dict()})
+    per_arch = {arch: _pooled_arch(subsets, arch) for arch in eval_cfg.models}
+    return {"subsets": subsets, "archs": per_arch}
+
+
+def _pooled_arch(subsets: list[dict[str, Any]], arch: str) -> dict[str, Any]:
+    """Mean and std of one architecture over all networks of all subsets (pooled, not nested)."""
+    accs = [n["acc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
+    aucs = [n["auc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
+    acc_mean, acc_std = mean_std(accs)
+    auc_mean, auc_std = mean_std(aucs)
+    return {
+        "acc_mean": acc_mean,
+        "acc_std": acc_std,
+        "auc_mean": auc_mean,
+        "auc_std": auc_std,
+        "num_nets": len(accs),
+    }
+
+
 def baseline(
     dataset: MedicalDataset,
     *,
@@ -83,70 +176,26 @@ def baseline(
         "std": "population (np.std, ddof=0), as the reference scripts",
     }
     if full is not None:
-        images, labels = full_data(data)
-        nets = []
-        for k in tqdm(range(full_nets), desc="full data", disable=not progress, unit="net"):
-            net_seed = derive_seed(seed, "full", k)
-            result = train_fresh_network(
-                base_spec,
-                data,
-                images,
-                labels,
-                full,
-                net_seed=net_seed,
-                device=device,
-                test=data.test,
-                progress=f"full data net {k + 1}/{full_nets}" if progress else False,
-            )
-            nets.append(
-                {
-                    "seed": net_seed,
-                    "acc": result.test_acc,
-                    "auc": result.test_auc,
-                    "loss": result.test_loss,
-                    "train_loss": result.train_loss,
-                }
-            )
-        acc_mean, acc_std = mean_std([n["acc"] for n in nets])
-        auc_mean, auc_std = mean_std([n["auc"] for n in nets])
-        report["full"] = {
-            "train": to_dict(full),
-            "nets": nets,
-            "acc_mean": acc_mean,
-            "acc_std": acc_std,
-            "auc_mean": auc_mean,
-            "auc_std": auc_std,
-        }
-    random: dict[str, Any] = {}
-    for ipc in ipcs:
-        subsets = []
-        for j in range(num_subsets):
-            subset_seed = derive_seed(seed, "random", ipc, j)
-            images, labels = random_subset(data, ipc, generator=make_generator(subset_seed))
-            ev = evaluate_set(
-                images,
-                labels,
-                data,
-                eval_cfg,
-                base_spec=base_spec,
-                seed=subset_seed,
-                progress=progress,
-                device=device,
-            )
-            subsets.append({"seed": subset_seed, "report": ev.to_dict()})
-        per_arch = {}
-        for arch in eval_cfg.models:
-            accs = [n["acc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
-            aucs = [n["auc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
-            acc_mean, acc_std = mean_std(accs)
-            auc_mean, auc_std = mean_std(aucs)
-            per_arch[arch] = {
-                "acc_mean": acc_mean,
-                "acc_std": acc_std,
-                "auc_mean": auc_mean,
-                "auc_std": auc_std,
-                "num_nets": len(accs),
-            }
-        random[str(ipc)] = {"subsets": subsets, "archs": per_arch}
-    report["random"] = random
+        report["full"] = _full_report(
+            data,
+            base_spec,
+            full,
+            seed=seed,
+            full_nets=full_nets,
+            progress=progress,
+            device=device,
+        )
+    report["random"] = {
+        str(ipc): _random_report(
+            data,
+            ipc,
+            base_spec,
+            eval_cfg,
+            seed=seed,
+            num_subsets=num_subsets,
+            progress=progress,
+            device=device,
+        )
+        for ipc in ipcs
+    }
     return report

@@ -120,6 +120,125 @@ def _run_epoch(
     return loss_sum, correct
 
 
+def _check_generator(generator: torch.Generator) -> None:
+    """Batch order and DSA are drawn on the CPU so that results do not depend on the device."""
+    if generator.device.type != "cpu":
+        raise ConfigError(
+            "train_network needs a CPU torch.Generator (batch order and DSA are drawn on the CPU "
+            "so results do not depend on the device); pass meddistill.utils.make_generator(seed)"
+        )
+
+
+def _make_optimizers(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.SGD, GSAM | None]:
+    """The base SGD optimiser, wrapped by GSAM when cfg.optimizer asks for it."""
+    base = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    gsam = (
+        GSAM(
+            model.parameters(),
+            base,
+            rho=cfg.gsam_rho,
+            alpha=cfg.gsam_alpha,
+            adaptive=cfg.gsam_adaptive,
+            model=model,
+        )
+        if cfg.optimizer == "gsam"
+        else None
+    )
+    return base, gsam
+
+
+@dataclass
+class _LoopState:
+    """The fixed pieces of one train_network run, shared by every epoch."""
+
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor
+    base: torch.optim.Optimizer
+    gsam: GSAM | None
+    dsa: DSA | None
+    generator: torch.Generator
+    test_pair: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _prepare(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    test_split: _SplitLike | tuple[torch.Tensor, torch.Tensor] | None,
+) -> _LoopState:
+    """Move model, labels and test split to the images' device and build the optimisers."""
+    device = images.device
+    model.to(device)
+    labels = labels.to(device)
+    model.train()
+    base, gsam = _make_optimizers(model, cfg)
+    dsa = _make_dsa(cfg, images.dim() - 2)
+    targets = hard_labels(labels)
+    test_pair = None
+    if test_split is not None:
+        test_images, test_labels = _as_pair(test_split)
+        test_pair = (test_images.to(device), test_labels.to(device))
+    return _LoopState(model, images, labels, targets, base, gsam, dsa, generator, test_pair)
+
+
+def _train_epoch(
+    state: _LoopState, cfg: TrainConfig, epoch: int, eval_every: int
+) -> dict[str, float]:
+    """One epoch at its scheduled lr; its history record (test metrics when due)."""
+    lr = cfg.lr_at(epoch)
+    for group in state.base.param_groups:
+        group["lr"] = lr
+    n = state.images.shape[0]
+    order = torch.randperm(n, generator=state.generator).to(state.images.device)
+    loss_sum, correct = _run_epoch(
+        state.model,
+        state.images,
+        state.labels,
+        state.targets,
+        order,
+        cfg.batch_size,
+        state.base,
+        state.gsam,
+        state.dsa,
+        state.generator,
+    )
+    loss_value = float(loss_sum.item()) / n
+    acc_value = float(correct.item()) / n
+    if not math.isfinite(loss_value):
+        raise NumericalError(
+            f"training loss became {loss_value} in epoch {epoch + 1} of {cfg.epochs} "
+            f"(lr={lr:g}, optimizer={cfg.optimizer}); lower the learning rate or check the images"
+        )
+    record = {"epoch": epoch + 1, "lr": lr, "loss": loss_value, "acc": acc_value}
+    if state.test_pair is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
+        metrics = evaluate_model(state.model, *state.test_pair)
+        record.update({f"test_{k}": v for k, v in metrics.items()})
+    return record
+
+
+def _result(state: _LoopState, history: list[dict[str, float]]) -> TrainResult:
+    """The run's final numbers; the test split is evaluated unless the last epoch already was."""
+    last = history[-1] if history else {}
+    result = TrainResult(
+        train_loss=last.get("loss", math.nan), train_acc=last.get("acc", math.nan), history=history
+    )
+    if state.test_pair is not None:
+        if "test_acc" in last:
+            metrics = {k[5:]: v for k, v in last.items() if k.startswith("test_")}
+        else:
+            metrics = evaluate_model(state.model, *state.test_pair)
+        result.test_acc = metrics["acc"]
+        result.test_auc = metrics["auc"]
+        result.test_loss = metrics["loss"]
+    return result
+
+
 def train_network(
     model: nn.Module,
     images: torch.Tensor,
@@ -146,40 +265,9 @@ def train_network(
     never waits on the device inside an epoch).
     """
     _check_inputs(images, labels)
-    if generator.device.type != "cpu":
-        raise ConfigError(
-            "train_network needs a CPU torch.Generator (batch order and DSA are drawn on the CPU "
-            "so results do not depend on the device); pass meddistill.utils.make_generator(seed)"
-        )
-    device = images.device
-    model.to(device)
-    labels = labels.to(device)
-    model.train()
-    n = images.shape[0]
-    base = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    gsam = (
-        GSAM(
-            model.parameters(),
-            base,
-            rho=cfg.gsam_rho,
-            alpha=cfg.gsam_alpha,
-            adaptive=cfg.gsam_adaptive,
-            model=model,
-        )
-        if cfg.optimizer == "gsam"
-        else None
-    )
-    dsa = _make_dsa(cfg, images.dim() - 2)
-    targets = hard_labels(labels)
+    _check_generator(generator)
+    state = _prepare(model, images, labels, cfg, generator, test_split)
     history: list[dict[str, float]] = []
-    test_pair = None
-    if test_split is not None:
-        test_images, test_labels = _as_pair(test_split)
-        test_pair = (test_images.to(device), test_labels.to(device))
-    loss_value = math.nan
-    acc_value = math.nan
     with tqdm(
         range(cfg.epochs),
         desc=progress if isinstance(progress, str) else "train",
@@ -188,36 +276,9 @@ def train_network(
         unit="ep",
     ) as bar:
         for epoch in bar:
-            lr = cfg.lr_at(epoch)
-            for group in base.param_groups:
-                group["lr"] = lr
-            order = torch.randperm(n, generator=generator).to(device)
-            loss_sum, correct = _run_epoch(
-                model, images, labels, targets, order, cfg.batch_size, base, gsam, dsa, generator
-            )
-            loss_value = float(loss_sum.item()) / n
-            acc_value = float(correct.item()) / n
-            if not math.isfinite(loss_value):
-                raise NumericalError(
-                    f"training loss became {loss_value} in epoch {epoch + 1} of {cfg.epochs} "
-                    f"(lr={lr:g}, optimizer={cfg.optimizer}); lower the learning rate or check the images"
-                )
-            record = {"epoch": epoch + 1, "lr": lr, "loss": loss_value, "acc": acc_value}
-            if test_pair is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
-                metrics = evaluate_model(model, *test_pair)
-                record.update({f"test_{k}": v for k, v in metrics.items()})
+            record = _train_epoch(state, cfg, epoch, eval_every)
             history.append(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", acc=f"{acc_value:.3f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}")
             if on_epoch is not None:
                 on_epoch(epoch + 1, model)
-    result = TrainResult(train_loss=loss_value, train_acc=acc_value, history=history)
-    if test_pair is not None:
-        last = history[-1] if history else {}
-        if "test_acc" in last:
-            metrics = {k[5:]: v for k, v in last.items() if k.startswith("test_")}
-        else:
-            metrics = evaluate_model(model, *test_pair)
-        result.test_acc = metrics["acc"]
-        result.test_auc = metrics["auc"]
-        result.test_loss = metrics["loss"]
-    return result
+    return _result(state, history)
