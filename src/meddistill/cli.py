@@ -16,6 +16,7 @@ from typing import Any
 from meddistill import __version__
 from meddistill.config import apply_overrides, load_yaml, merge
 from meddistill.errors import MeddistillError
+from meddistill.oserrors import describe_oserror
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -380,20 +381,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid, list(args.overrides))
     if args.datasets or args.methods:
         grid = grid.subset(args.datasets, args.methods)
-    db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE)
-    if args.plan:
-        print(format_status(cell_status(plan(grid), db)))
+    db_path = Path(args.db or Path(args.runs_dir) / DB_FILE)
+    if args.plan:  # only reads: works on a read-only results folder too
+        with ResultsDB(db_path, create=not db_path.is_file()) as db:
+            print(format_status(cell_status(plan(grid), db)))
         return 0
-    summary = run_grid(
-        grid,
-        args.runs_dir,
-        db,
-        progress=not args.no_progress,
-        log=print,
-        data_root=args.data_root,
-        download=args.download,
-        device=args.device,
-    )
+    with ResultsDB(db_path) as db:
+        summary = run_grid(
+            grid,
+            args.runs_dir,
+            db,
+            progress=not args.no_progress,
+            log=print,
+            data_root=args.data_root,
+            download=args.download,
+            device=args.device,
+        )
     print(json.dumps({k: v for k, v in summary.items() if k != "cells"}, indent=2, default=str))
     return 0
 
@@ -404,13 +407,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     from meddistill.bench.tables import make_table
     from meddistill.utils import atomic_path
 
-    db = ResultsDB(args.db or Path(args.runs_dir) / DB_FILE, create=False)
     options = {
         k: getattr(args, k)
         for k in ("grid", "metric", "arch", "methods", "archs", "ours", "theirs")
     }
     options.update(datasets=args.dataset, ipcs=args.ipc)
-    text = make_table(db, args.kind, **options).render(args.format)
+    with ResultsDB(args.db or Path(args.runs_dir) / DB_FILE, create=False) as db:  # read-only
+        text = make_table(db, args.kind, **options).render(args.format)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)
@@ -421,8 +424,18 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from meddistill.bench.access import probe_folder
+    from meddistill.errors import ArtifactError
     from meddistill.report.html import build_report
 
+    folder = Path(args.path)
+    err = probe_folder(folder) if folder.is_dir() else None
+    if err is not None:  # before building: the page and its figures are written into DIR
+        raise ArtifactError(
+            f"cannot write the report into {folder}: {(err.strerror or str(err)).lower()}; "
+            "report.html and its figures go next to the results, so copy the folder to a "
+            "writable disk and run `meddistill report` on the copy"
+        )
     print(f"wrote {build_report(args.path, figures=not args.no_figures, grid=args.grid)}")
     return 0
 
@@ -483,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MeddistillError as exc:
         print(f"meddistill {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder must be
+        print(f"meddistill {args.command}: error: {describe_oserror(exc)}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print(
             f"meddistill {args.command}: interrupted; finished work is kept and a re-run "

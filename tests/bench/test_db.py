@@ -49,10 +49,10 @@ def result(artifact_id: str, seed: int, acc: float, arch: str = "convnet", k: in
 def test_new_database_has_the_documented_schema(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "results.sqlite"
     with ResultsDB(path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 1
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 2
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"meta", "artifacts", "evals", "results", "grid_cells"}
+    assert tables == {"meta", "artifacts", "evals", "results", "grid_cells", "claims"}
     cols = [r[1] for r in con.execute("PRAGMA table_info(results)")]
     assert cols[:6] == ["artifact_id", "arch", "eval_id", "eval_seed", "net_index", "acc"]
     assert {"wall_s", "peak_mem_mb", "epochs", "lr", "auc"} <= set(cols)
@@ -166,18 +166,18 @@ def test_an_old_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "r.sqlite"
     with ResultsDB(path) as db:
         db.add_artifact(artifact("a1"))
-    migrations = {**dbmod.MIGRATIONS, 2: ("ALTER TABLE results ADD COLUMN note TEXT",)}
+    migrations = {**dbmod.MIGRATIONS, 3: ("ALTER TABLE results ADD COLUMN note TEXT",)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", migrations)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
     with ResultsDB(path) as db:
-        assert db.schema_version() == 2
+        assert db.schema_version() == 3
         assert db.artifact("a1") is not None  # the data survived
     con = sqlite3.connect(path)
     assert "note" in [r[1] for r in con.execute("PRAGMA table_info(results)")]
     con.close()
     # A version with no migration path is refused, not half-migrated.
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: dbmod.MIGRATIONS[1]})
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: dbmod.MIGRATIONS[1], 2: dbmod.MIGRATIONS[2]})
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 4)
     with pytest.raises(ArtifactError, match="cannot migrate"):
         ResultsDB(path)
 

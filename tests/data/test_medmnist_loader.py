@@ -204,7 +204,7 @@ def test_3d_float_volumes_in_255_range_scaled(tmp_path: Path) -> None:
     arrays = {}
     for split, n in (("train", 3), ("val", 2), ("test", 2)):
         arrays[f"{split}_images"] = rng.random((n, 28, 28, 28)) * 255.0
-        arrays[f"{split}_labels"] = np.zeros((n, 1), np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
     md5 = write_npz(tmp_path / "nodulemnist3d.npz", arrays)
     ds = mm.load_medmnist("nodulemnist3d", root=tmp_path, verify_md5=md5, normalization=IDENTITY1)
     want = torch.from_numpy(arrays["val_images"]).float() / 255

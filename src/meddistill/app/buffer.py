@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meddistill.app.config import BufferJob, device_of
+from meddistill.app.config import BufferJob, DatasetConfig, device_of
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
-from meddistill.runs import RunDir, environment_info, slug
+from meddistill.runs import RunDir, environment_info, inside, slug
 from meddistill.utils import stable_hash
 
 
@@ -27,9 +27,24 @@ def buffer_config_for(job: BufferJob) -> BufferConfig:
     return dataclasses.replace(cfg, train=train, seed=seed)
 
 
-def buffer_folder(runs_root: str | Path, dataset: MedicalDataset, cfg: BufferConfig) -> Path:
-    """The default folder of a buffer: runs/buffers/<dataset>-<hash of its config>."""
-    return Path(runs_root) / "buffers" / f"{slug(dataset.name)}-{stable_hash(to_dict(cfg), 8)}"
+def dataset_identity(source: DatasetConfig, dataset: MedicalDataset) -> dict[str, Any]:
+    """Everything about the loaded data that shapes what trains on it: the source bytes
+    (md5 / listing hash), the preprocessing asked for, and what came out (shape, classes,
+    split sizes, normalisation). Where the file lies and how it was fetched do not count."""
+    facts = dataset.describe()
+    facts.pop("info", None)
+    asked = {k: getattr(source, k) for k in ("size", "resize_to", "channels", "split_seed")}
+    return {"dataset": facts, "preprocessing": asked}
+
+
+def buffer_folder(
+    runs_root: str | Path, source: DatasetConfig, dataset: MedicalDataset, cfg: BufferConfig
+) -> Path:
+    """The default folder of a buffer: runs/buffers/<dataset>-<hash>, the hash over the
+    dataset's identity and the buffer config (network, optimiser, DSA strategy, seed), so
+    the same dataset loaded another way never meets a buffer made from other data."""
+    key = stable_hash({**dataset_identity(source, dataset), "buffer": to_dict(cfg)}, 8)
+    return inside(runs_root, Path(runs_root) / "buffers" / f"{slug(dataset.name)}-{key}", "buffer")
 
 
 def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -37,10 +52,17 @@ def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> 
     device = device_of(job)
     cfg = buffer_config_for(job)
     dataset = job.dataset.load().to(device)
-    out = Path(job.out) if job.out else buffer_folder(runs_root, dataset, cfg)
+    out = Path(job.out) if job.out else buffer_folder(runs_root, job.dataset, dataset, cfg)
     used = dataclasses.replace(job, buffer=cfg, seed=cfg.seed)
-    run = RunDir(out / "run", {"job": to_dict(used), "env": environment_info()})
-    run.log(f"buffer for {dataset.name} -> {out}")
+    with RunDir(out / "run", {"job": to_dict(used), "env": environment_info()}) as run:
+        run.log(f"buffer for {dataset.name} -> {out}")
+        return _train(run, dataset, cfg, out, device, progress)
+
+
+def _train(
+    run: RunDir, dataset: MedicalDataset, cfg: BufferConfig, out: Path, device: Any, progress: bool
+) -> dict[str, Any]:
+    """Make the buffer and record its summary in the run folder."""
     start = time.perf_counter()
     store = generate_buffer(dataset, cfg, out, device=device, progress=progress)
     summary = {
@@ -53,5 +75,4 @@ def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> 
     }
     run.metric(stage="buffer", **summary)
     run.save_json("summary.json", summary)
-    run.close()
     return summary

@@ -1,4 +1,6 @@
-"""The jobs' configs: one dataclass per command, validated once by meddistill.config.from_dict.
+"""The jobs' configs: one dataclass per command, validated once when resolved (`resolve`):
+names and types by meddistill.config.from_dict, ranges by each section's `__post_init__`, an
+impossible value named by the dotted option a user types (`experts.train.lr`).
 
 Every job has one `seed` (the run's random draws) and one `device`; the DSA strategy is the
 dataset's unless set, decided once per run (`DatasetConfig.strategy`).
@@ -6,8 +8,10 @@ dataset's unless set, decided once per run (`DatasetConfig.strategy`).
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -18,7 +22,9 @@ from meddistill.experts.config import BufferConfig
 from meddistill.models.spec import ModelSpec
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
-from meddistill.utils import resolve_device
+from meddistill.utils import OptionError, Options, is_finite_number, is_integer, resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,6 +41,17 @@ class DatasetConfig:
     normalization: dict[str, list[float]] | None = None
     dsa_strategy: str | None = None
     verify_md5: bool = True  # MedMNIST only: false accepts a file whose md5 differs (recorded)
+
+    def __post_init__(self) -> None:
+        check = Options("dataset", self)
+        if not (isinstance(self.name, str) and self.name.strip()):
+            check.fail("name", "a dataset name such as bloodmnist, or folder:PATH")
+        check.counts("size", "resize_to", optional=True)
+        if self.channels is not None and self.channels not in (1, 3):
+            check.fail("channels", "1 (grey) or 3 (RGB) or null (the dataset's own)")
+        check.seeds("split_seed")
+        check_normalization(check, self.normalization, self.channels)
+        check.strategy("dsa_strategy")
 
     def load(self) -> MedicalDataset:
         norm = Normalization.from_dict(self.normalization) if self.normalization else None
@@ -58,6 +75,27 @@ class DatasetConfig:
         )
 
 
+def check_normalization(
+    check: Options, norm: dict[str, list[float]] | None, channels: int | None
+) -> None:
+    """dataset.normalization: {mean: [...], std: [...]}, one finite mean and one std > 0 per
+    channel (a std of 0 divides by zero, a negative one flips the images)."""
+    if norm is None:
+        return
+    rule = "{mean: [m, ...], std: [s, ...]} with one finite mean and one finite std > 0 per channel"
+    if set(norm) != {"mean", "std"}:
+        check.fail("normalization", rule, norm)
+    mean, std = norm["mean"], norm["std"]
+    if not (isinstance(mean, list) and isinstance(std, list) and 1 <= len(mean) == len(std)):
+        check.fail("normalization", rule, norm)
+    if not all(is_finite_number(m) for m in mean):
+        check.fail("normalization", rule, norm)
+    if not all(is_finite_number(s) and s > 0 for s in std):
+        check.fail("normalization", rule, norm)
+    if channels is not None and len(mean) != channels:
+        check.fail("normalization", f"{rule} (dataset.channels={channels})", norm)
+
+
 @dataclass
 class BufferJob:
     """`meddistill buffer`: train experts and record their trajectories."""
@@ -67,6 +105,9 @@ class BufferJob:
     out: str | None = None
     seed: int | None = None  # None: buffer.seed
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        Options("", self).seeds("seed", optional=True)
 
 
 @dataclass
@@ -86,6 +127,16 @@ class BaselineJob:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check = Options("", self)
+        if not all(is_integer(k) and k >= 1 for k in self.ipcs):
+            check.fail("ipcs", "a list of integers >= 1 (images per class of each subset)")
+        if not self.ipcs and not self.full:
+            check.fail("ipcs", "non-empty when full=false (else nothing is evaluated)")
+        check.counts("full_nets")
+        check.positive("subset_lr")
+        check.seeds("seed")
+
 
 @dataclass
 class EvaluateJob:
@@ -99,6 +150,12 @@ class EvaluateJob:
     subset_lr: float = 0.01
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check = Options("", self)
+        check.counts("ipc", optional=True)
+        check.positive("subset_lr")
+        check.seeds("seed")
 
 
 @dataclass
@@ -124,6 +181,12 @@ class DistillJob:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check = Options("", self)
+        if self.expert_optimizer is not None:
+            check.choice("expert_optimizer", ("sgd", "gsam"))
+        check.seeds("seed")
+
 
 @dataclass
 class CoresetJob:
@@ -140,10 +203,34 @@ class CoresetJob:
     out: str | None = None
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check = Options("", self)
+        check.counts("ipc", "feature_epochs")
+        check.seeds("seed")
+
 
 def resolve(job_cls: type, data: dict[str, Any]) -> Any:
-    """Build and validate a job dataclass from a merged config dict."""
-    return from_dict(job_cls, data)
+    """Build and validate a job dataclass from a merged config dict: every option of every
+    section is checked here, before any data is loaded or any folder made."""
+    return build_section(job_cls, data, "")
+
+
+def build_section(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
+    """from_dict, with an impossible value named where the user typed it.
+
+    A config class names its options by its usual section (`train.lr`); the nested sections
+    are built first here, so an error is renamed at the level that knows the full path
+    (`buffer.train.lr`, `experts.model.width`, `match.eval.batch_size`)."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        tp = hints.get(name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(tp):
+            build_section(tp, value, f"{where}.{name}" if where else name)
+    try:
+        return from_dict(cls, data, where)
+    except OptionError as exc:
+        raise exc.at(where) from None
 
 
 def device_of(job: Any) -> torch.device:

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from meddistill.app.buffer import buffer_folder
-from meddistill.app.config import CoresetJob, DistillJob, device_of
+from meddistill.app.buffer import buffer_folder, dataset_identity
+from meddistill.app.config import CoresetJob, DistillJob, build_section, device_of
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
@@ -26,7 +26,7 @@ from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import check_schedule
 from meddistill.methods.base import MethodEntry
 from meddistill.methods.registry import get_method
-from meddistill.runs import RunDir, environment_info, slug
+from meddistill.runs import RunDir, environment_info, inside, slug
 from meddistill.utils import derive_seed, stable_hash
 
 
@@ -51,6 +51,7 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
     """Validate the method's options into its config and decide the DSA strategy (the
     method's `dsa_strategy` if set, else the dataset's) and the experts to make."""
     method = get_method(job.method)
+    build_section(method.config_type, job.match, "match")  # a bad value named match.<path>
     config = method.make_config(job.match)
     strategy = getattr(config, "dsa_strategy", None) or job.dataset.strategy()
     experts = None
@@ -94,7 +95,7 @@ def expert_store(
     if plan.job.buffer:
         return TrajectoryStore(plan.job.buffer)
     assert plan.experts is not None
-    folder = buffer_folder(runs_root, dataset, plan.experts)
+    folder = buffer_folder(runs_root, plan.job.dataset, dataset, plan.experts)
     log(f"expert buffer: {folder}")
     return generate_buffer(dataset, plan.experts, folder, device=plan.device, progress=progress)
 
@@ -136,8 +137,9 @@ def periodic_evaluator(plan: DistillPlan, dataset: MedicalDataset) -> Any:
 def run_folder(
     plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, command: str
 ) -> RunDir:
-    """The run folder, named by dataset, method, IPC and a hash of the resolved config; its
-    config.yaml holds what every stage uses."""
+    """The run folder, named by dataset, method, IPC and a hash of what makes the set (the
+    evaluation settings excepted: changing only `eval.*` re-evaluates the same set); its
+    config.yaml holds what every stage of this invocation uses."""
     job = plan.job
     config = {
         "job": to_dict(job),
@@ -145,15 +147,21 @@ def run_folder(
         "dsa_strategy": plan.dsa_strategy,
         "experts": to_dict(plan.experts) if plan.experts is not None else None,
     }
-    name = f"{slug(dataset.name)}-{plan.method.name}-ipc{plan.ipc}"
-    out = (
-        Path(job.out)
-        if job.out
-        else (Path(runs_root) / command / f"{name}-{stable_hash(config, 8)}")
-    )
+    made_by = {**config, "job": {k: v for k, v in config["job"].items() if k not in _NOT_IDENTITY}}
+    made_by["data"] = dataset_identity(job.dataset, dataset)
+    name = f"{slug(dataset.name)}-{slug(plan.method.name)}-ipc{plan.ipc}"
+    if job.out:
+        out = Path(job.out)
+    else:
+        folder = Path(runs_root) / slug(command) / f"{name}-{stable_hash(made_by, 8)}"
+        out = inside(runs_root, folder, "run folder")
     run = RunDir(out, config)
     run.save_json("env.json", environment_info())
     return run
+
+
+# Job fields that do not change the synthetic set: how it is evaluated, where it is written.
+_NOT_IDENTITY = ("eval", "final_eval", "out")
 
 
 def run_distill(
@@ -165,9 +173,17 @@ def run_distill(
     dataset = job.dataset.load()
     warning = check_before_work(plan, dataset)  # a refused run leaves nothing behind
     dataset = dataset.to(plan.device)
-    run = run_folder(plan, dataset, runs_root, command)
-    if warning is not None:
-        run.log(warning)
+    with run_folder(plan, dataset, runs_root, command) as run:
+        if warning is not None:
+            run.log(warning)
+        return _distill_in(run, plan, dataset, runs_root, progress)
+
+
+def _distill_in(
+    run: RunDir, plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, progress: bool
+) -> dict[str, Any]:
+    """run_distill's work inside its (locked) run folder."""
+    job = plan.job
     start = time.perf_counter()
     store = expert_store(plan, dataset, runs_root, progress, run.log)
     buffer_s = time.perf_counter() - start
@@ -175,7 +191,7 @@ def run_distill(
     distill_run = DistillRun(
         seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,
         method=plan.method.name, on_metric=lambda record: run.metric(**record), log=run.log,
-        progress=progress, evaluate=periodic_evaluator(plan, dataset),
+        progress=progress, evaluate=periodic_evaluator(plan, dataset), rewind=run.rewind_metrics,
     )  # fmt: skip
     syn = plan.method.distill(
         dataset, plan.config, experts=store, model=job.model, device=plan.device, run=distill_run

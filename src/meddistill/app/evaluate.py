@@ -26,13 +26,13 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
     if (job.synthetic is None) == (job.ipc is None):
         raise ConfigError("evaluate needs exactly one of --synthetic PATH or --ipc K")
     device = device_of(job)
+    syn = SyntheticSet.load(job.synthetic) if job.synthetic is not None else None  # checked first
     dataset = job.dataset.load()
     eval_cfg = job.eval
     if eval_cfg.dsa:
         eval_cfg = dataclasses.replace(eval_cfg, dsa_strategy=job.dataset.strategy())
-    if job.synthetic is not None:
-        syn = SyntheticSet.load(job.synthetic)
-        syn.check_compatible(dataset, where=job.synthetic)
+    if syn is not None:
+        syn.check_compatible(dataset, where=str(job.synthetic))
         images, labels, lr = syn.images, syn.labels, syn.syn_lr
         label, ipc = f"synthetic:{syn.meta.get('method', '?')}", syn.ipc()
     else:
@@ -43,17 +43,16 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
         lr = eval_cfg.lr
     dataset = dataset.to(device)
     used = dataclasses.replace(job, eval=eval_cfg)
-    run = RunDir.for_command(runs_root, "evaluate", dataset.name, {"job": to_dict(used)})
-    run.save_json("env.json", environment_info())
-    row = evaluate_row(
-        images, labels, dataset, eval_cfg, job.model,
-        seed=derive_seed(job.seed, "eval", label, ipc), lr=lr, label=label, ipc=ipc,
-        progress=progress,
-    )  # fmt: skip
-    run.metric(stage="evaluate", **summary(row))
-    results = {"dataset": dataset.describe(), "rows": [row], "run_dir": str(run.path)}
-    write_results(run.path, results)
-    run.close()
+    with RunDir.for_command(runs_root, "evaluate", dataset.name, {"job": to_dict(used)}) as run:
+        run.save_json("env.json", environment_info())
+        row = evaluate_row(
+            images, labels, dataset, eval_cfg, job.model,
+            seed=derive_seed(job.seed, "eval", label, ipc), lr=lr, label=label, ipc=ipc,
+            progress=progress,
+        )  # fmt: skip
+        run.metric(stage="evaluate", **summary(row))
+        results = {"dataset": dataset.describe(), "rows": [row], "run_dir": str(run.path)}
+        write_results(run.path, results)
     return results
 
 
@@ -82,7 +81,14 @@ def run_baseline(job: BaselineJob, runs_root: str | Path, progress: bool = True)
         eval=dataclasses.replace(job.eval, dsa_strategy=strategy),
         full_train=dataclasses.replace(job.full_train, dsa_strategy=strategy),
     )
-    run = RunDir.for_command(runs_root, "baseline", dataset.name, {"job": to_dict(job)})
+    with RunDir.for_command(runs_root, "baseline", dataset.name, {"job": to_dict(job)}) as run:
+        return _baselines_in(run, job, dataset, device, progress)
+
+
+def _baselines_in(
+    run: RunDir, job: BaselineJob, dataset: Any, device: Any, progress: bool
+) -> dict[str, Any]:
+    """run_baseline's work inside its (locked) run folder."""
     run.save_json("env.json", environment_info())
     results: dict[str, Any] = {"dataset": dataset.describe(), "rows": []}
     parts: list[tuple[str, int | None]] = [("full", None)] if job.full else []
@@ -102,10 +108,11 @@ def run_baseline(job: BaselineJob, runs_root: str | Path, progress: bool = True)
         run.log(f"{kind} ipc {ipc}: {summary(row)} in {row['wall_s']} s")
     results["run_dir"] = str(run.path)
     write_results(run.path, results)
-    run.close()
     return results
 
 
 def run_export(synthetic: str | Path, out: str | Path) -> Path:
-    """Write a synthetic set as a MedMNIST-style npz of uint8 images."""
+    """Write a synthetic set as a MedMNIST-style npz of uint8 images; the set is validated on
+    load and non-finite images are refused (they have no pixel value), so nothing is written
+    for a damaged set."""
     return SyntheticSet.load(synthetic).export_npz(out)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.grids import save_class_grids
-from meddistill.data.results import write_results
+from meddistill.data.results import RESULTS_FILE, write_results
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.models.spec import ModelSpec
-from meddistill.runs import RunDir
+from meddistill.runs import RunDir, slug
 from meddistill.training.evaluate import EvalConfig, evaluate_set
+from meddistill.utils import stable_hash
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,18 +74,37 @@ def finish_set(
     ipc: int,
     progress: bool,
 ) -> dict[str, Any]:
-    """Save a made set (synthetic/, grids/), evaluate it when asked, write results.json."""
+    """Save a made set (synthetic/, grids/), evaluate it when asked, write results.json.
+
+    Evaluating the same set again with other settings keeps the earlier results as
+    results.<eval id>.json; the same settings again replace their own metrics record."""
     out = run.path
     syn.save(out / "synthetic")
     save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
-    results.update({"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": []})
+    eval_id = stable_hash(to_dict(eval_cfg), 8) if eval_cfg is not None else None
+    results.update(
+        {"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": [], "eval_id": eval_id}
+    )
     if eval_cfg is not None:
         row = evaluate_row(
             syn.images, syn.labels, dataset, eval_cfg, spec,
             seed=seed, lr=lr, label=label, ipc=ipc, progress=progress,
         )  # fmt: skip
         results["rows"].append(row)
-        run.metric(stage="final_eval", **summary(row))
+        run.drop_metrics(stage="final_eval", eval_id=eval_id)
+        run.metric(stage="final_eval", eval_id=eval_id, **summary(row))
+    _keep_other_evaluation(out, eval_id)
     write_results(run.path, results)
     run.close()
     return results
+
+
+def _keep_other_evaluation(out: Path, eval_id: str | None) -> None:
+    """Move an earlier results.json made with other evaluation settings out of the way."""
+    current = out / RESULTS_FILE
+    try:
+        earlier = json.loads(current.read_text()).get("eval_id", "earlier")
+    except (OSError, ValueError, AttributeError):
+        return
+    if earlier != eval_id and earlier is not None:
+        os.replace(current, out / f"results.{slug(str(earlier))}.json")

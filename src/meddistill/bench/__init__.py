@@ -1,6 +1,8 @@
 """Benchmark grids, their results database and the paper-style tables made from it.
 
 - db.py: ResultsDB (SQLite, versioned schema), measure_stage (wall time and peak memory)
+- access.py: why a results database cannot be opened or written (the OS reason, one line)
+- claims.py: cells claimed by one process at a time, so several processes share a grid
 - spec.py: the grid file (GridSpec, grid_from_dict, load_grid) and its validation
 - runners.py: how a method makes a cell's artifact (register_runner, the runner registry)
 - plan.py: a grid planned into cells (plan, cell_status, format_status)

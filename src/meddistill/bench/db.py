@@ -4,7 +4,7 @@ Why SQLite: a grid is killed and resumed, several grids share buffers and synthe
 tables are computed long after; one file with transactions and UNIQUE keys makes a re-run
 update a row instead of adding a second one, and needs no server.
 
-Schema (SCHEMA_VERSION = 1):
+Schema (SCHEMA_VERSION = 2):
 
   meta(key TEXT PRIMARY KEY, value TEXT)
       'schema_version' (an integer as text), 'created', 'meddistill_version'.
@@ -34,9 +34,18 @@ Schema (SCHEMA_VERSION = 1):
       PRIMARY KEY (artifact_id, arch, eval_id, eval_seed): a re-run replaces, never duplicates
   grid_cells(grid, artifact_id, eval_id)  which artifacts and evaluation settings a grid uses,
       PRIMARY KEY of all three, so tables can show exactly one grid's results.
+  claims (version 2)       who is working on an artifact now, so that several `bench` processes
+      on one grid share its cells instead of each doing them all (bench/claims.py)
+      artifact_id  PRIMARY KEY: a grid cell's artifact, or a shared one (an expert buffer)
+      grid, label  the grid and the cell, for messages
+      host, pid, started   the owner process (started: its start time, against pid reuse)
+      claimed_at, heartbeat   unix times: when taken, and the owner's last sign of life
 
-Opening a file of an older version runs the migrations MIGRATIONS[v] for v = old+1 .. current
-in one transaction; a newer or unknown version is refused with an ArtifactError.
+Writers (ResultsDB(path)) run the migrations MIGRATIONS[v] for v = old+1 .. current in one
+transaction; a newer or unknown version is refused with an ArtifactError. Readers
+(ResultsDB(path, create=False): `meddistill table`, `report`) open the file read-only (an SQLite
+`mode=ro` URI), never migrate and need no write access, so a results folder on a read-only mount
+or owned by someone else can be read; they accept versions READABLE_SINCE .. SCHEMA_VERSION.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import json
 import resource
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +63,20 @@ from typing import Any
 import torch
 
 from meddistill import __version__
+from meddistill.bench.access import (
+    check_writable,
+    primary_code,
+    read_failure,
+    remove_empty,
+    unreadable_wal,
+    write_failure,
+)
 from meddistill.errors import ArtifactError
 from meddistill.memory import proc_status_kb, reset_peak_rss
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The oldest version a reader understands without migrating (version 2 only added `claims`).
+READABLE_SINCE = 1
 KINDS = ("buffer", "synthetic", "baseline")
 
 # MIGRATIONS[v]: the statements that turn a version v-1 database into version v (v=1: create).
@@ -107,6 +126,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             artifact_id TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
             eval_id TEXT NOT NULL REFERENCES evals (id),
             PRIMARY KEY (grid, artifact_id, eval_id)
+        )""",
+    ),
+    2: (
+        """CREATE TABLE claims (
+            artifact_id TEXT PRIMARY KEY,
+            grid TEXT NOT NULL,
+            label TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started TEXT NOT NULL,
+            claimed_at REAL NOT NULL,
+            heartbeat REAL NOT NULL
         )""",
     ),
 }
@@ -228,16 +259,48 @@ class ResultRow(Result):
     setting: str = ""
 
 
+@dataclass(frozen=True)
+class Owner:
+    """A process that claims work: its host, pid and start time (a reused pid differs in it)."""
+
+    host: str
+    pid: int
+    started: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+@dataclass
+class Claim:
+    """A row of `claims`: `owner` is working on artifact `artifact_id` (a cell of `grid`)."""
+
+    artifact_id: str
+    grid: str
+    label: str
+    owner: Owner
+    claimed_at: float
+    heartbeat: float
+
+
 _ARTIFACT_COLS = tuple(Artifact.__dataclass_fields__)
 _RESULT_COLS = tuple(Result.__dataclass_fields__)
+_CLAIM_COLS = ("artifact_id", "grid", "label", "host", "pid", "started", "claimed_at", "heartbeat")
 
 
 class ResultsDB:
-    """The results database at `path` (created, or migrated to SCHEMA_VERSION, on open)."""
+    """The results database at `path`.
+
+    create=True (writers: `bench`): made, or migrated to SCHEMA_VERSION, on open; a file that
+    cannot be written is refused with the operating system's reason (disk full, permission,
+    read-only file system, a folder in the way). create=False (readers: `table`, `report`): the
+    file must exist; it is opened read-only and never changed.
+    """
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        """create=False: a missing file is an error (readers such as `meddistill table`)."""
         self.path = Path(path)
+        self.readonly = not create
+        self._tidy = False
         if self.path.exists() and not self.path.is_file():
             raise ArtifactError(f"results database {self.path} is not a file; give a file path")
         if not create and not self.path.is_file():
@@ -245,35 +308,90 @@ class ResultsDB:
                 f"no results database at {self.path}; run `meddistill bench GRID.yaml` first, or "
                 "give its path with --db"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        made = check_writable(self.path) if create else []
         try:
-            self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-            self._conn.execute("PRAGMA busy_timeout = 60000")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._open()
+            if create:
+                self._open_writer()
+            else:
+                self._check_readable(self._open_reader())
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
-            raise ArtifactError(
-                f"{self.path} is not a readable SQLite results database ({exc}); move it away "
-                "or give another --db path"
-            ) from exc
+            fail = write_failure if create else read_failure
+            error = fail(self.path, exc)
+            remove_empty(made)
+            raise error from exc
         except ArtifactError:
             self._close_quietly()
+            remove_empty(made)
             raise
 
     # Opening and migrations -----------------------------------------------------------------
+    def _open_writer(self) -> None:
+        self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = 60000")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._open()
+
+    def _open_reader(self) -> int:
+        """Connect read-only and return the schema version.
+
+        A WAL database needs its -shm file even to be read; where it cannot be created (a
+        read-only folder or mount) the file is read as immutable, which is exact only while no
+        -wal file holds changes not yet merged into it (then this refuses, saying so).
+        """
+        wal, shm = (Path(f"{self.path}{end}") for end in ("-wal", "-shm"))
+        self._tidy = not wal.exists() and not shm.exists()
+        try:
+            self._conn = self._connect_ro("mode=ro")
+            return self._read_version()
+        except sqlite3.OperationalError as exc:
+            if primary_code(exc) not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                raise
+        self._tidy = False  # nothing could be created there
+        self._close_quietly()
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise unreadable_wal(self.path)
+        self._conn = self._connect_ro("mode=ro&immutable=1")
+        return self._read_version()
+
+    def _connect_ro(self, query: str) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?{query}"
+        conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _check_readable(self, version: int) -> None:
+        """Refuse versions a reader cannot read as they are (readers never migrate)."""
+        if version == 0:
+            raise ArtifactError(
+                f"{self.path} is an empty SQLite file, not a results database yet; run "
+                "`meddistill bench GRID.yaml` with it as --db first, or give another --db path"
+            )
+        if version > SCHEMA_VERSION:
+            raise self._newer(version)
+        if version < READABLE_SINCE:
+            raise ArtifactError(
+                f"results database {self.path} has schema version {version}, older than this "
+                f"meddistill reads ({READABLE_SINCE}..{SCHEMA_VERSION}); migrate it by running "
+                "`meddistill bench GRID.yaml --db PATH` once with write access, or read it with "
+                "the meddistill that wrote it"
+            )
+
+    def _newer(self, version: int) -> ArtifactError:
+        return ArtifactError(
+            f"results database {self.path} has schema version {version}, newer than this "
+            f"meddistill {__version__} understands ({SCHEMA_VERSION}); upgrade meddistill "
+            "or use another --db"
+        )
+
     def _open(self) -> None:
         with self._tx():
             version = self._read_version()
             if version == SCHEMA_VERSION:
                 return
             if version > SCHEMA_VERSION:
-                raise ArtifactError(
-                    f"results database {self.path} has schema version {version}, newer than this "
-                    f"meddistill {__version__} understands ({SCHEMA_VERSION}); upgrade meddistill "
-                    "or use another --db"
-                )
+                raise self._newer(version)
             missing = [v for v in range(version + 1, SCHEMA_VERSION + 1) if v not in MIGRATIONS]
             if version < 0 or missing:
                 raise ArtifactError(
@@ -318,25 +436,58 @@ class ResultsDB:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: concurrent writers wait instead of failing)."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One write transaction (BEGIN IMMEDIATE: concurrent writers wait instead of failing);
+        a failed write (disk full, read-only, locked too long) becomes a one-line ArtifactError."""
+        if self.readonly:
+            raise ArtifactError(
+                f"results database {self.path} is open read-only (create=False); open it with "
+                "ResultsDB(path) to write"
+            )
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise write_failure(self.path, exc) from exc
 
     def schema_version(self) -> int:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0])
 
     def close(self) -> None:
+        """Close; a reader that made the -wal and -shm files removes them again (see _tidy_up)."""
         self._conn.close()
+        if self._tidy:
+            self._tidy_up()
+
+    def _tidy_up(self) -> None:
+        """A read-only connection leaves the -wal and -shm files it had to create; a brief
+        read-write connection, closed last, lets SQLite remove them (it keeps them while any
+        other process uses the database). Best effort: without write access they stay."""
+        self._tidy = False
+        if not any(Path(f"{self.path}{end}").exists() for end in ("-wal", "-shm")):
+            return
+        with contextlib.suppress(sqlite3.Error, OSError):
+            conn = sqlite3.connect(str(self.path), timeout=1.0)
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master").fetchall()
+            finally:
+                conn.close()
 
     def _close_quietly(self) -> None:
+        """Close after a failed open (a refused reader leaves no -wal or -shm file either)."""
         with contextlib.suppress(Exception):
             self._conn.close()
+        if self._tidy:
+            self._tidy_up()
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -522,10 +673,72 @@ class ResultsDB:
     def grids(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT grid FROM grid_cells ORDER BY 1")]
 
+    # Claims (bench/claims.py decides who may take over) -----------------------------------------
+    def take_claim(
+        self, claim: Claim, replaceable: Callable[[Claim], bool]
+    ) -> tuple[bool, Claim | None]:
+        """Claim claim.artifact_id for claim.owner in one IMMEDIATE transaction, so two
+        processes never both get it. Returns (taken, other): other is the claim of another
+        owner found there, refused (taken False) or replaced because `replaceable` said so."""
+        with self._tx():
+            held = self.claim(claim.artifact_id)
+            if held is not None and held.owner == claim.owner:
+                held = None  # ours already (a re-claim): keep going
+            if held is not None and not replaceable(held):
+                return False, held
+            cols = ", ".join(_CLAIM_COLS)
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO claims ({cols}) VALUES ({', '.join('?' for _ in _CLAIM_COLS)})",
+                _claim_values(claim),
+            )
+        return True, held
+
+    def release_claim(self, artifact_id: str, owner: Owner) -> None:
+        """Drop the claim if `owner` still holds it (one taken over by another stays)."""
+        with self._tx():
+            self._conn.execute(
+                "DELETE FROM claims WHERE artifact_id = ? AND host = ? AND pid = ? AND started = ?",
+                (artifact_id, owner.host, owner.pid, owner.started),
+            )
+
+    def touch_claim(self, artifact_id: str, owner: Owner, now: float) -> None:
+        """Record a sign of life of the owner (the stale limit counts from the last one)."""
+        with self._tx():
+            self._conn.execute(
+                "UPDATE claims SET heartbeat = ? WHERE artifact_id = ? AND host = ? AND pid = ? "
+                "AND started = ?",
+                (now, artifact_id, owner.host, owner.pid, owner.started),
+            )
+
+    def claim(self, artifact_id: str) -> Claim | None:
+        cols = ", ".join(_CLAIM_COLS)
+        row = self._conn.execute(
+            f"SELECT {cols} FROM claims WHERE artifact_id = ?", (artifact_id,)
+        ).fetchone()
+        return None if row is None else _claim_row(row)
+
+    def claims(self) -> list[Claim]:
+        cols = ", ".join(_CLAIM_COLS)
+        rows = self._conn.execute(f"SELECT {cols} FROM claims ORDER BY claimed_at, artifact_id")
+        return [_claim_row(r) for r in rows.fetchall()]
+
     def count(self, table: str) -> int:
-        if table not in ("artifacts", "evals", "results", "grid_cells"):
+        if table not in ("artifacts", "evals", "results", "grid_cells", "claims"):
             raise ArtifactError(f"unknown table {table!r}")
         return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _claim_values(claim: Claim) -> list[Any]:
+    owner = claim.owner
+    return [
+        claim.artifact_id, claim.grid, claim.label, owner.host, owner.pid, owner.started,
+        claim.claimed_at, claim.heartbeat,
+    ]  # fmt: skip
+
+
+def _claim_row(row: Sequence[Any]) -> Claim:
+    artifact_id, grid, label, host, pid, started, claimed_at, heartbeat = row
+    return Claim(artifact_id, grid, label, Owner(host, int(pid), started), claimed_at, heartbeat)
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -5,19 +5,26 @@ Expert buffers and synthetic sets live in folders named by a hash of what produc
 each trained evaluation network. Running a grid again, after a kill or with more seeds or
 architectures, skips every network whose row exists and every artifact already made, and
 resumes a half-made buffer or distillation from its own checkpoints.
+
+Several processes may run one grid at once (e.g. one per core or GPU): each claims a cell in
+the database before it starts it (bench/claims.py), skips cells claimed by another process
+and looks at them once more at the end of its grid, so every cell is done exactly once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from meddistill.bench.db import Artifact, ResultsDB, measure_stage
+from meddistill.bench import claims
+from meddistill.bench.claims import ClaimBusy, describe
+from meddistill.bench.db import Artifact, Claim, ResultsDB, measure_stage
 from meddistill.bench.db import Result as ResultRecord
 from meddistill.bench.plan import Cell, plan
 from meddistill.bench.runners import RunContext, _registered
@@ -32,6 +39,7 @@ from meddistill.training.evaluate import EvalConfig, evaluate_one_network, resol
 from meddistill.utils import make_generator, resolve_device
 
 DB_FILE = "results.sqlite"
+WAIT_POLL_S = 5.0  # how often a cell waiting for a shared artifact asks again
 
 
 @dataclass
@@ -146,8 +154,101 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
                 device=stage.device,
             )
         )
+        claims.heartbeat(ctx.db, cell.artifact_id, ctx.owner)
         ctx.log(f"  {arch} net {k + 1}/{cell.num_nets}: acc {100 * out.acc:.2f} %")
     return len(missing)
+
+
+def _complete(cell: Cell, db: ResultsDB) -> bool:
+    nets = cell.networks()
+    made = db.artifact(cell.artifact_id) is not None
+    return made and all(db.has_result(cell.artifact_id, a, cell.eval_id, s) for a, _, s in nets)
+
+
+@dataclass
+class Outcome:
+    """How an attempt at a cell ended: 'done' (nothing was missing), 'ran' (`trained`
+    networks), 'claimed' (another process works on it) or 'busy' (it needs an artifact
+    another process is making); `other` is that process's claim."""
+
+    status: str
+    trained: int = 0
+    other: Claim | None = None
+
+
+def attempt_cell(cell: Cell, ctx: RunContext) -> Outcome:
+    """Run the cell unless it is complete or another live process has claimed it."""
+    if _complete(cell, ctx.db):
+        run_cell(cell, ctx, ctx.grid)  # records the grid's use of it, trains nothing
+        return Outcome("done")
+    try:
+        with claims.holding(
+            ctx.db, cell.artifact_id, grid=ctx.grid, label=cell.label(), owner=ctx.owner
+        ) as dead:
+            if dead is not None:
+                ctx.log(f"  taking over from {describe(dead)}, no longer running")
+            count = run_cell(cell, ctx, ctx.grid)
+    except ClaimBusy as busy:
+        status = "claimed" if busy.holder.artifact_id == cell.artifact_id else "busy"
+        return Outcome(status, other=busy.holder)
+    return Outcome("ran" if count else "done", count)
+
+
+@dataclass
+class _Tally:
+    """What a grid run did, for its summary."""
+
+    trained: int = 0
+    skipped: int = 0
+    later: list[Cell] = field(default_factory=list)
+    claimed_elsewhere: list[str] = field(default_factory=list)
+
+    def add(self, out: Outcome, ctx: RunContext) -> None:
+        self.trained += out.trained
+        if out.status == "done":
+            self.skipped += 1
+            ctx.log("  done already")
+
+
+def _who(out: Outcome) -> str:
+    return "another process" if out.other is None else describe(out.other)
+
+
+def _needs(out: Outcome) -> str:
+    return "a shared artifact" if out.other is None else f"the {out.other.label}"
+
+
+def _first_pass(cells: list[Cell], ctx: RunContext, tally: _Tally) -> None:
+    """Every cell in order; claimed or blocked ones are put aside for `_second_pass`."""
+    for cell in cells:
+        ctx.log(f"[{cell.index + 1}/{len(cells)}] {cell.label()}")
+        out = attempt_cell(cell, ctx)
+        if out.status == "claimed":
+            ctx.log(f"  claimed by {_who(out)}; skipped, looked at again at the end")
+            tally.later.append(cell)
+        elif out.status == "busy":
+            ctx.log(f"  needs {_needs(out)}, which {_who(out)} is making; later")
+            tally.later.append(cell)
+        else:
+            tally.add(out, ctx)
+
+
+def _second_pass(total: int, ctx: RunContext, tally: _Tally) -> None:
+    """The put-aside cells once more: done by now, free (their owner died), or left to the
+    process that still holds them; a cell that needs an artifact being made waits for it."""
+    for cell in tally.later:
+        ctx.log(f"[{cell.index + 1}/{total}] {cell.label()} (again)")
+        out = attempt_cell(cell, ctx)
+        if out.status == "busy":
+            ctx.log(f"  waiting for {_who(out)} to make {_needs(out)}")
+        while out.status == "busy":
+            time.sleep(WAIT_POLL_S)
+            out = attempt_cell(cell, ctx)
+        if out.status == "claimed":
+            ctx.log(f"  still claimed by {_who(out)}; left to it")
+            tally.claimed_elsewhere.append(cell.label())
+        else:
+            tally.add(out, ctx)
 
 
 def run_grid(
@@ -184,19 +285,21 @@ def run_grid(
         device=resolve_device(grid.device),
         progress=progress,
         log=log or (lambda _msg: None),
+        grid=grid.name,
+        owner=claims.current_owner(),
     )
-    summary = {"grid": grid.name, "db": str(database.path), "cells": len(cells), "skipped": 0}
-    trained = 0
+    tally = _Tally()
     try:
-        for cell in cells:
-            ctx.log(f"[{cell.index + 1}/{len(cells)}] {cell.label()}")
-            count = run_cell(cell, ctx, grid.name)
-            if count == 0:
-                summary["skipped"] += 1
-                ctx.log("  done already")
-            trained += count
+        _first_pass(cells, ctx, tally)
+        _second_pass(len(cells), ctx, tally)
     finally:
         if own_db:
             database.close()
-    summary["networks_trained"] = trained
-    return summary
+    return {
+        "grid": grid.name,
+        "db": str(database.path),
+        "cells": len(cells),
+        "skipped": tally.skipped,
+        "networks_trained": tally.trained,
+        "claimed_elsewhere": tally.claimed_elsewhere,
+    }

@@ -19,7 +19,8 @@ import torch
 from meddistill.app.buffer import run_buffer
 from meddistill.app.config import BufferJob, DistillJob
 from meddistill.app.distill import resolve_distill, run_distill
-from meddistill.bench.db import Artifact, ResultsDB, Stage, measure_stage
+from meddistill.bench.claims import describe, holding
+from meddistill.bench.db import Artifact, Owner, ResultsDB, Stage, measure_stage
 from meddistill.bench.spec import BASELINES, _dataset_config, _dataset_identity
 from meddistill.config import from_dict, to_dict
 from meddistill.data.dataset import MedicalDataset
@@ -43,13 +44,16 @@ class Produced:
 
 @dataclass
 class RunContext:
-    """What a runner may use: where runs go, the database, the device, logging."""
+    """What a runner may use: where runs go, the database, the device, logging; `grid` and
+    `owner` (this process) to claim shared artifacts (owner None: nothing is claimed)."""
 
     runs_root: Path
     db: ResultsDB
     device: torch.device
     progress: bool = True
     log: Callable[[str], None] = print
+    grid: str = ""
+    owner: Owner | None = None
     _datasets: dict[str, MedicalDataset] = field(default_factory=dict)
 
     def dataset(self, config: dict[str, Any]) -> MedicalDataset:
@@ -141,7 +145,8 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
 
     The buffer is its own stage (wall time and peak memory of its own), passed to run_distill
     by absolute path so the distillation folder's hash, and thus its resume, never depends on
-    how the runs folder was spelled.
+    how the runs folder was spelled. Cells of several processes share it: the one that claims
+    it makes it; the others get ClaimBusy and come back to their cell later.
     """
     job = from_dict(DistillJob, {**cell.config, "seed": cell.seed})
     parent = None
@@ -154,33 +159,15 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
             "buffer": to_dict(experts),
         }
         parent = stable_hash(identity)
-        known = ctx.db.artifact(parent)
-        if known is not None and known.path and Path(known.path).is_dir():
-            path = known.path
-            ctx.log(f"  buffer: reusing {path}")
-        else:
-            ctx.log("  buffer: training experts")
-            with measure_stage(ctx.device) as stage:
-                summary = run_buffer(buffer_job, ctx.runs_root, progress=ctx.progress)
-            path = str(Path(summary["buffer"]).resolve())
-            without_seed = {**identity, "buffer": {**identity["buffer"], "seed": None}}
-            ctx.db.add_artifact(
-                Artifact(
-                    id=parent,
-                    kind="buffer",
-                    dataset=cell.dataset,
-                    method="buffer",
-                    ipc=None,
-                    seed=experts.seed,
-                    setting=stable_hash(without_seed),
-                    config=to_dict(buffer_job),
-                    path=path,
-                    wall_s=stage.wall_s,
-                    peak_mem_mb=stage.peak_mem_mb,
-                    mem_kind=stage.mem_kind,
-                    device=stage.device,
-                )
-            )
+        path = _reusable_buffer(ctx, parent)
+        if path is None:
+            label = f"{cell.dataset} expert buffer"
+            with holding(ctx.db, parent, grid=ctx.grid, label=label, owner=ctx.owner) as dead:
+                if dead is not None:
+                    ctx.log(f"  buffer: taking over from {describe(dead)}, no longer running")
+                path = _reusable_buffer(ctx, parent)  # made while this process waited for it
+                if path is None:
+                    path = _make_buffer(cell, ctx, buffer_job, identity, parent)
         job.buffer = str(Path(path).resolve())
     ctx.log(f"  distill: {cell.method} ipc {cell.ipc} seed {cell.seed}")
     with measure_stage(ctx.device) as stage:
@@ -191,6 +178,43 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
         parent=parent,
         meta={"run_dir": results["run_dir"], "syn_lr": results["syn_lr"]},
     )
+
+
+def _reusable_buffer(ctx: RunContext, buffer_id: str) -> str | None:
+    known = ctx.db.artifact(buffer_id)
+    if known is not None and known.path and Path(known.path).is_dir():
+        ctx.log(f"  buffer: reusing {known.path}")
+        return known.path
+    return None
+
+
+def _make_buffer(
+    cell: Cell, ctx: RunContext, buffer_job: BufferJob, identity: dict[str, Any], buffer_id: str
+) -> str:
+    """Train the expert buffer and record it; its path."""
+    ctx.log("  buffer: training experts")
+    with measure_stage(ctx.device) as stage:
+        summary = run_buffer(buffer_job, ctx.runs_root, progress=ctx.progress)
+    path = str(Path(summary["buffer"]).resolve())
+    without_seed = {**identity, "buffer": {**identity["buffer"], "seed": None}}
+    ctx.db.add_artifact(
+        Artifact(
+            id=buffer_id,
+            kind="buffer",
+            dataset=cell.dataset,
+            method="buffer",
+            ipc=None,
+            seed=buffer_job.buffer.seed,
+            setting=stable_hash(without_seed),
+            config=to_dict(buffer_job),
+            path=path,
+            wall_s=stage.wall_s,
+            peak_mem_mb=stage.peak_mem_mb,
+            mem_kind=stage.mem_kind,
+            device=stage.device,
+        )
+    )
+    return path
 
 
 # Coreset selections as grid methods ('random' is the random-subset baseline row already):

@@ -8,11 +8,12 @@ pixels for export and display.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
-from meddistill.errors import ConfigError
+from meddistill.errors import ConfigError, DatasetCorruptError
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,17 @@ class Normalization:
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        # A std of 0 divides by zero and a negative one flips the images: refuse both here,
+        # whatever built the normalisation (a config, a saved set, a buffer).
+        ok = 1 <= len(self.mean) == len(self.std)
+        ok = ok and all(math.isfinite(m) for m in self.mean)
+        if not (ok and all(math.isfinite(s) and s > 0 for s in self.std)):
+            raise ConfigError(
+                f"normalisation mean {list(self.mean)} / std {list(self.std)} is unusable: it "
+                "needs one finite mean and one finite std > 0 per channel"
+            )
 
     def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, len(self.mean)) + (1,) * (x.dim() - 2)
@@ -112,6 +124,30 @@ class MedicalDataset:
     def __post_init__(self) -> None:
         if "train" not in self.splits or "test" not in self.splits:
             raise ConfigError(f"dataset '{self.name}' needs a train and a test split")
+        for split in ("train", "test"):
+            if len(self.splits[split]) == 0:
+                raise DatasetCorruptError(
+                    f"dataset '{self.name}' has an empty {split} split (0 images); nothing can "
+                    f"be {'trained' if split == 'train' else 'evaluated'}: use a dataset file or "
+                    f"folder whose {split} split holds images"
+                )
+        self._check_classes()
+
+    def _check_classes(self) -> None:
+        """Classification needs two classes with training images; one class would train a
+        network that cannot be wrong and give an undefined AUC."""
+        labels = self.train.labels
+        if labels.dim() != 1:  # not class indices: nothing to count
+            return
+        present = torch.unique(labels).tolist()
+        if len(present) >= 2 and len(self.class_names) >= 2:
+            return
+        names = [self.class_names[c] for c in present if 0 <= c < len(self.class_names)]
+        raise DatasetCorruptError(
+            f"dataset '{self.name}' has training images of {len(present)} class(es) "
+            f"({', '.join(map(repr, names)) or 'none'}) of {len(self.class_names)}; "
+            "classification needs at least 2: add images of another class"
+        )
 
     # Shapes -----------------------------------------------------------------------------
     @property

@@ -40,6 +40,10 @@ written before versioning; keys whose value would be null are left out unless no
            "arch", "spec" (evaluated rows)}
     NET:  {"acc": number, "auc": number, "index", "seed", "loss", "train_loss"}
 
+    A number that is undefined (the AUC of a test split lacking a class, a diverged loss) is
+    written null, never NaN (not JSON), with "<key>_reason" beside it saying why; the AUC keys
+    may therefore be null.
+
 Keys not named above are kept (`extra`) and written back unchanged, so adding a key needs no
 new version; raise SCHEMA_VERSION only when a reader of the old version would misread a file.
 """
@@ -47,6 +51,7 @@ new version; raise SCHEMA_VERSION only when a reader of the old version would mi
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -138,7 +143,7 @@ class NetStats:
     """One trained network's test numbers (acc a fraction in [0, 1])."""
 
     acc: float
-    auc: float
+    auc: float | None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -146,7 +151,7 @@ class NetStats:
         d = _object(obj, where)
         return cls(
             acc=_need(d, "acc", where, "a number", _is_num),
-            auc=_need(d, "auc", where, "a number", _is_num),
+            auc=_get(d, "auc", where, "a number or null", _is_num),
             extra=_rest(d, ("acc", "auc")),
         )
 
@@ -170,8 +175,8 @@ class ArchStats:
 
     acc_mean: float
     acc_std: float
-    auc_mean: float
-    auc_std: float
+    auc_mean: float | None
+    auc_std: float | None
     nets: tuple[NetStats, ...] | None = None
     num_nets: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -179,7 +184,10 @@ class ArchStats:
     @classmethod
     def from_json(cls, obj: Any, where: str) -> ArchStats:
         d = _object(obj, where)
-        numbers = {k: _need(d, k, where, "a number", _is_num) for k in _STAT_NUMBERS}
+        numbers = {k: _need(d, k, where, "a number", _is_num) for k in _STAT_NUMBERS[:2]}
+        numbers.update(
+            {k: _get(d, k, where, "a number or null", _is_num) for k in _STAT_NUMBERS[2:]}
+        )
         nets = d.get("nets")
         return cls(
             **numbers,
@@ -402,8 +410,27 @@ def write_results(path: str | os.PathLike[str], doc: ResultsFile | Mapping[str, 
     target = results_path(path)
     if not isinstance(doc, ResultsFile):
         doc = ResultsFile.from_json(dict(doc), source=str(target))
-    write_json_atomic(target, doc.to_json())
+    out = doc.to_json()
+    for row in out["rows"]:
+        for stats in row.get("archs", {}).values():
+            _explain_undefined(stats)
+            for net in stats.get("nets", []):
+                _explain_undefined(net)
+    write_json_atomic(target, out)
     return target
+
+
+# Why a number of a results row can be undefined (written null, with "<key>_reason").
+_NO_AUC = "undefined: the test split has no image of some class, so AUC cannot be computed"
+_REASONS = {"auc": _NO_AUC, "auc_mean": _NO_AUC, "auc_std": _NO_AUC}
+
+
+def _explain_undefined(record: dict[str, Any]) -> None:
+    """Replace each NaN/infinite number of a row's record by null and say why beside it."""
+    for key, value in list(record.items()):
+        if _is_num(value) and not math.isfinite(value):
+            record[key] = None
+            record[f"{key}_reason"] = _REASONS.get(key, f"not a finite number ({value})")
 
 
 def read_results(path: str | os.PathLike[str]) -> ResultsFile:

@@ -12,9 +12,10 @@ to pixels for export and display.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -24,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from meddistill import __version__
 from meddistill.data.dataset import MedicalDataset, Normalization
 from meddistill.errors import ArtifactError
-from meddistill.utils import atomic_path, write_json_atomic
+from meddistill.utils import atomic_path, json_text
 
 TENSORS = "synthetic.safetensors"
 META = "meta.json"
+_REMAKE = "re-create the set with `meddistill distill` (or `meddistill coreset`)"
+_SOFT_SUM_TOL = 1e-3  # softmax rows in float32 sum to 1 well within this
 
 
 @dataclass
@@ -58,7 +61,9 @@ class SyntheticSet:
         return int(counts.min())
 
     def save(self, folder: str | Path) -> Path:
-        """Write the folder atomically file by file (tensors first, metadata last)."""
+        """Write both files to temporaries first and rename them only when both are complete
+        (tensors, then the metadata that marks the set done): a full disk or a kill mid-write
+        leaves the previous set, or none, never tensors without their metadata."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {
@@ -67,9 +72,14 @@ class SyntheticSet:
         }
         if self.syn_lr is not None:
             tensors["syn_lr"] = torch.tensor(float(self.syn_lr), dtype=torch.float32)
-        with atomic_path(out / TENSORS) as tmp:
-            save_file(tensors, str(tmp))
-        meta = {
+        with atomic_path(out / META) as meta_tmp, atomic_path(out / TENSORS) as tensors_tmp:
+            save_file(tensors, str(tensors_tmp))
+            meta_tmp.write_text(json_text(self._meta(), indent=2, sort_keys=True) + "\n")
+        return out
+
+    def _meta(self) -> dict[str, Any]:
+        """meta.json: what produced the set and how to read it back."""
+        return {
             **self.meta,
             "dataset": self.dataset,
             "source_id": self.source_id,
@@ -81,30 +91,15 @@ class SyntheticSet:
             "syn_lr": self.syn_lr,
             "meddistill_version": __version__,
         }
-        write_json_atomic(out / META, meta)
-        return out
 
     @classmethod
     def load(cls, path: str | Path) -> SyntheticSet:
-        """Read a folder (or its synthetic.safetensors); errors name the file and the fix."""
+        """Read a folder (or its synthetic.safetensors), checked by validate_synthetic so a
+        damaged or hand-edited set is refused here, not misread later."""
         p = Path(path)
         folder = p.parent if p.suffix == ".safetensors" else p
-        tensor_file, meta_file = folder / TENSORS, folder / META
-        for f in (tensor_file, meta_file):
-            if not f.is_file():
-                raise ArtifactError(
-                    f"synthetic set file missing: {f}; give the folder written by "
-                    "`meddistill distill` (it holds synthetic.safetensors and meta.json)"
-                )
-        try:
-            tensors = load_file(str(tensor_file))
-            meta = json.loads(meta_file.read_text())
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ArtifactError(
-                f"synthetic set at {folder} is unreadable ({exc}); re-create it"
-            ) from exc
-        if "images" not in tensors or "labels" not in tensors:
-            raise ArtifactError(f"{tensor_file} lacks 'images' or 'labels'; re-create it")
+        tensors, meta = _read_files(folder)
+        validate_synthetic(tensors, meta, folder)
         syn_lr = float(tensors["syn_lr"]) if "syn_lr" in tensors else meta.get("syn_lr")
         return cls(
             images=tensors["images"],
@@ -129,10 +124,23 @@ class SyntheticSet:
                 f"{dataset.source_id}, images {dataset.image_shape}); evaluate it with --dataset "
                 f"{self.dataset} and the same preprocessing"
             )
+        if self.num_classes != dataset.num_classes:
+            raise ArtifactError(
+                f"synthetic set {where} names {self.num_classes} classes but {dataset.name} has "
+                f"{dataset.num_classes}; re-create the set from {dataset.name} with `meddistill "
+                "distill`"
+            )
 
     def to_uint8(self) -> np.ndarray:
         """Pixels in MedMNIST layout: [N, H, W] gray, [N, H, W, 3] RGB, [N, D, H, W] volumes."""
-        pixels = self.normalization.invert(self.images.detach().cpu().float()).clamp(0, 1)
+        images = self.images.detach().cpu().float()
+        bad = int((~torch.isfinite(images)).sum())
+        if bad:  # clamp would turn NaN into black pixels without a word
+            raise ArtifactError(
+                f"synthetic set of {self.dataset} holds {bad} non-finite image value(s) (NaN or "
+                f"inf), which have no pixel value; {_REMAKE}"
+            )
+        pixels = self.normalization.invert(images).clamp(0, 1)
         arr = (pixels * 255.0).round().to(torch.uint8).numpy()
         if arr.shape[1] == 1:
             return arr[:, 0]
@@ -144,6 +152,208 @@ class SyntheticSet:
         """A MedMNIST-style npz (train_images/train_labels, uint8) for use without this package."""
         target = Path(path)
         labels = self.hard_labels.cpu().numpy().astype(np.int64).reshape(-1, 1)
+        pixels = self.to_uint8()  # before the target's folder is made: a refusal leaves nothing
         with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, train_images=self.to_uint8(), train_labels=labels)
+            np.savez_compressed(fh, train_images=pixels, train_labels=labels)
         return target
+
+
+# Reading and validation ----------------------------------------------------------------------
+
+
+def _read_files(folder: Path) -> tuple[dict[str, torch.Tensor], Any]:
+    """The two files of a set folder, parsed; not yet checked."""
+    tensor_file, meta_file = folder / TENSORS, folder / META
+    for f in (tensor_file, meta_file):
+        if not f.is_file():
+            raise ArtifactError(
+                f"synthetic set file missing: {f}; give the folder written by "
+                "`meddistill distill` (it holds synthetic.safetensors and meta.json)"
+            )
+    try:
+        tensors = load_file(str(tensor_file))
+        meta = json.loads(meta_file.read_text())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ArtifactError(
+            f"synthetic set at {folder} is unreadable ({reason}); {_REMAKE}"
+        ) from exc
+    return tensors, meta
+
+
+def validate_synthetic(tensors: dict[str, torch.Tensor], meta: Any, folder: str | Path) -> None:
+    """Refuse a synthetic set that a reader would misread or crash on (a hand-edited meta.json,
+    tensors of another dtype or rank, labels that disagree with the class names): one
+    ArtifactError naming the file, the defect and the fix."""
+    folder = Path(folder)
+    tensor_file, meta_file = folder / TENSORS, folder / META
+    _check_meta(meta, meta_file)
+    channels, num_classes = len(meta["normalization"]["mean"]), len(meta["class_names"])
+    images = _check_images(tensors.get("images"), tensor_file, channels)
+    labels = tensors.get("labels")
+    if labels is None:
+        _fail(tensor_file, "lacks the tensor 'labels'")
+    if labels.dim() == 1:
+        _check_hard_labels(labels, tensor_file, images.shape[0], num_classes)
+    elif labels.dim() == 2:
+        _check_soft_labels(labels, tensor_file, images.shape[0], num_classes)
+    else:
+        _fail(
+            tensor_file,
+            f"holds labels of shape {list(labels.shape)}, expected int64 [N] class indices "
+            "or float32 [N, C] soft labels",
+        )
+    _check_syn_lr(tensors.get("syn_lr"), tensor_file)
+    recorded = {
+        "num_images": int(images.shape[0]),
+        "image_shape": list(images.shape[1:]),
+        "soft_labels": labels.dim() == 2,
+    }
+    for key, actual in recorded.items():
+        if key in meta and (meta[key] != actual or type(meta[key]) is not type(actual)):
+            _fail(meta_file, f"records {key} = {_show(meta[key])} but {TENSORS} holds {actual}")
+
+
+def _fail(file: Path, defect: str) -> NoReturn:
+    raise ArtifactError(f"synthetic set file {file} {defect}; {_REMAKE}")
+
+
+def _show(value: Any) -> str:
+    """A value from a JSON file, short and on one line."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _field(meta: dict[str, Any], key: str, expected: str) -> str:
+    if key not in meta:
+        return f"lacks '{key}' ({expected})"
+    return f"has {key} = {_show(meta[key])}, expected {expected}"
+
+
+def _check_meta(meta: Any, file: Path) -> None:
+    """What the reader takes from meta.json: names, class names, normalisation, syn_lr."""
+    if not isinstance(meta, dict):
+        _fail(file, f"holds {_show(meta)}, not a JSON object")
+    for key in ("dataset", "source_id"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            _fail(file, _field(meta, key, "a non-empty string"))
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        _fail(file, _field(meta, "class_names", "a non-empty list of strings"))
+    _check_normalization(meta, file)
+    lr = meta.get("syn_lr")
+    if lr is not None and not (_is_finite_number(lr) and lr > 0):
+        _fail(file, _field(meta, "syn_lr", "a finite number > 0 or null"))
+
+
+def _check_normalization(meta: dict[str, Any], file: Path) -> None:
+    """One finite mean and one positive std per channel (export divides nothing, but inverts)."""
+    norm = meta.get("normalization")
+    if not isinstance(norm, dict):
+        _fail(file, _field(meta, "normalization", "an object with 'mean' and 'std' lists"))
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not isinstance(values, list) or not values or not all(map(_is_finite_number, values)):
+            _fail(
+                file,
+                f"has normalization.{key} = {_show(values)}, expected a non-empty list of "
+                "finite numbers (one per channel)",
+            )
+    if len(norm["mean"]) != len(norm["std"]):
+        _fail(
+            file,
+            f"has {len(norm['mean'])} normalization mean(s) but {len(norm['std'])} std(s), "
+            "expected one of each per channel",
+        )
+    if any(v <= 0 for v in norm["std"]):
+        _fail(file, f"has normalization.std = {_show(norm['std'])}; every std must be > 0")
+
+
+def _check_images(images: torch.Tensor | None, file: Path, channels: int) -> torch.Tensor:
+    """float32 [N, C, H, W] or [N, C, D, H, W], N >= 1, C as the normalisation, all finite."""
+    if images is None:
+        _fail(file, "lacks the tensor 'images'")
+    if images.dtype != torch.float32:
+        _fail(file, f"stores images as {_dtype(images)}, expected float32")
+    if images.dim() not in (4, 5) or 0 in images.shape:
+        _fail(
+            file,
+            f"holds images of shape {list(images.shape)}, expected [N, C, H, W] or "
+            "[N, C, D, H, W] with no empty dimension",
+        )
+    if images.shape[1] != channels:
+        _fail(
+            file.with_name(META),
+            f"has a normalization of {channels} channel(s) but the images in {TENSORS} have "
+            f"{images.shape[1]}",
+        )
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        _fail(file, f"holds {bad} non-finite image value(s) (NaN or inf)")
+    return images
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _check_hard_labels(labels: torch.Tensor, file: Path, n: int, num_classes: int) -> None:
+    """int64 class indices, one per image, covering exactly the classes meta.json names."""
+    if labels.dtype != torch.int64:
+        _fail(file, f"stores hard labels as {_dtype(labels)}, expected int64 class indices")
+    if labels.shape[0] != n:
+        _fail(file, f"holds {n} images but {labels.shape[0]} labels")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        _fail(
+            file,
+            f"holds class indices {lo}..{hi}, outside 0..{num_classes - 1} of the "
+            f"{num_classes} classes {META} names",
+        )
+    missing = sorted(set(range(num_classes)) - set(labels.unique().tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        _fail(
+            file,
+            f"has no image of class(es) {shown} of the {num_classes} classes {META} names "
+            "(labels and class names disagree)",
+        )
+
+
+def _check_soft_labels(labels: torch.Tensor, file: Path, n: int, num_classes: int) -> None:
+    """float32 [N, C] probabilities (the softmax the engine shares), C as meta.json names."""
+    if labels.dtype != torch.float32:
+        _fail(file, f"stores soft labels as {_dtype(labels)}, expected float32")
+    if labels.shape[0] != n:
+        _fail(file, f"holds {n} images but {labels.shape[0]} labels")
+    if labels.shape[1] != num_classes:
+        _fail(
+            file,
+            f"holds soft labels over {labels.shape[1]} classes but {META} names {num_classes}",
+        )
+    if not bool(torch.isfinite(labels).all()):
+        _fail(file, "holds non-finite soft labels (NaN or inf)")
+    off = float((labels.sum(dim=1) - 1).abs().max())
+    if float(labels.min()) < 0 or float(labels.max()) > 1 or off > _SOFT_SUM_TOL:
+        _fail(file, "holds soft labels that are not probabilities (rows in [0, 1] summing to 1)")
+
+
+def _check_syn_lr(lr: torch.Tensor | None, file: Path) -> None:
+    """One finite positive step size (a 0-d float32 tensor as written), or none."""
+    if lr is None:
+        return
+    if not lr.is_floating_point() or lr.dim() > 1 or lr.numel() != 1:
+        _fail(
+            file,
+            f"holds syn_lr as a {_dtype(lr)} tensor of shape {list(lr.shape)}, expected one "
+            "float number (a 0-d tensor)",
+        )
+    value = float(lr.reshape(()))
+    if not (math.isfinite(value) and value > 0):
+        _fail(file, f"holds syn_lr = {value:.4g}, expected a finite step size > 0")

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec
 from meddistill.training.config import TrainConfig
+from meddistill.utils import Options
 
 
 def expert_train_config(epochs: int = 50) -> TrainConfig:
@@ -53,13 +53,9 @@ class BufferConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.num_experts) != self.num_experts or self.num_experts < 1:
-            raise ConfigError(
-                f"buffer.num_experts must be a positive integer, got {self.num_experts!r}"
-            )
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ConfigError(f"buffer.epochs must be a positive integer, got {self.epochs!r}")
-        if self.dtype not in ("float32", "float16"):
-            raise ConfigError(f"buffer.dtype={self.dtype!r} is not one of 'float32', 'float16'")
+        check = Options("buffer", self)
+        check.counts("num_experts", "epochs")
+        check.choice("dtype", ("float32", "float16"))
+        check.seeds("seed")
         if self.train.epochs != self.epochs:
             self.train = dataclasses.replace(self.train, epochs=int(self.epochs))

@@ -28,6 +28,7 @@ from meddistill.experts.store import (
     read_meta,
     write_expert,
 )
+from meddistill.locking import folder_lock
 from meddistill.models import ParamLayout, build_model_for, flatten_params
 from meddistill.training.loop import train_network
 from meddistill.training.metrics import evaluate_model
@@ -165,13 +166,18 @@ def generate_buffer(
 
     Re-running the same command resumes: finished experts are kept, so a killed run loses at
     most the expert in progress. A folder holding a buffer made with other settings is refused.
-    One writer per folder: do not run two generations into the same folder at once.
+    One writer per folder: a second process on the same folder is refused (folder lock).
     """
     out = Path(out_dir)
-    device = torch.device(device)
+    with folder_lock(out, "expert buffer"):  # also removes temporaries a kill left behind
+        return _generate(dataset, cfg, out, torch.device(device), progress)
+
+
+def _generate(
+    dataset: MedicalDataset, cfg: BufferConfig, out: Path, device: torch.device, progress: bool
+) -> TrajectoryStore:
+    """generate_buffer's work, under the folder's lock."""
     _prepare_folder(out, dataset, cfg)
-    for stale in out.glob(".expert_*.tmp"):  # left behind by a killed run
-        stale.unlink()
     store = TrajectoryStore(out)
     todo = [i for i in range(cfg.num_experts) if i not in set(store.expert_ids)]
     data = dataset.to(device)

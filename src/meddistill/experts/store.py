@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ META_FILE = "buffer.json"
 TENSOR = "trajectory"
 _EXPERT_RE = re.compile(r"^expert_(\d{3,})\.safetensors$")
 _REMAKE = "make a new buffer with `meddistill buffer ...`"
+_FILE_DTYPES = {"float32": "F32", "float16": "F16"}  # buffer.json dtype -> safetensors dtype
 
 
 def expert_filename(index: int) -> str:
@@ -82,14 +83,99 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise ExpertBufferError(
             f"{path} cannot be read ({exc.__class__.__name__}); delete the folder and {_REMAKE}"
         ) from exc
+    validate_buffer_meta(meta, path)
+    return meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= low
+
+
+def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(ok(x) for x in v)
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+# (dotted key, required, check, what it must be): every field a reader of buffer.json uses;
+# an optional field may be absent, but when present it must pass its check (null included).
+_META_FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
+    ("buffer_id", True, _is_name, "a non-empty string"),
+    ("epochs", True, _int_at_least(1), "an integer >= 1"),
+    ("num_params", True, _int_at_least(1), "an integer >= 1"),
+    ("dtype", True, lambda v: v in _FILE_DTYPES, f"one of {', '.join(_FILE_DTYPES)}"),
+    ("num_experts", False, _int_at_least(0), "an integer >= 0"),
+    ("seed", False, _is_int, "an integer"),
+    ("dataset", True, lambda v: isinstance(v, dict), "an object"),
+    ("dataset.name", True, _is_name, "a non-empty string"),
+    ("dataset.source_id", True, _is_name, "a non-empty string"),
+    ("dataset.image_shape", True, _list_of(_int_at_least(1)), "a list of positive integers"),
+    ("dataset.normalization", True, lambda v: isinstance(v, dict), "an object"),
+    ("dataset.normalization.mean", True, _list_of(_is_number), "a list of numbers"),
+    ("dataset.normalization.std", True, _list_of(_is_number), "a list of numbers"),
+    ("model", True, lambda v: isinstance(v, dict) and _is_name(v.get("name")), "a network spec"),
+    ("train", False, lambda v: isinstance(v, dict), "an object"),
+    ("train.dsa", False, lambda v: isinstance(v, bool), "true or false"),
+    ("train.dsa_strategy", False, lambda v: v is None or isinstance(v, str), "a string or null"),
+    ("param_layout", True, lambda v: isinstance(v, dict), "an object"),
+    ("param_layout.names", True, _list_of(_is_name), "a list of parameter names"),
+    ("param_layout.shapes", True, _list_of(_list_of(_int_at_least(0))), "a list of shapes"),
+)
+_MISSING = object()
+
+
+def _lookup(meta: dict[str, Any], dotted: str) -> Any:
+    value: Any = meta
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def validate_buffer_meta(meta: Any, path: Path) -> None:
+    """Refuse a buffer.json that a reader would misread or crash on (hand-edited, or written by
+    something else): one ExpertBufferError naming the file, the field and the fix."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ExpertBufferError(f"{path} is not a meddistill expert-buffer description; {_REMAKE}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ExpertBufferError(
-            f"{path} has buffer format version {meta.get('format_version')}, this meddistill "
-            f"reads version {FORMAT_VERSION}; {_REMAKE}"
+            f"{path} has buffer format version {_show(meta.get('format_version'))}, this "
+            f"meddistill reads version {FORMAT_VERSION}; {_REMAKE}"
         )
-    return meta
+    fix = f"{_REMAKE} (in another folder, or delete {Path(path).parent} first)"
+    for key, required, ok, expected in _META_FIELDS:
+        value = _lookup(meta, key)
+        if value is _MISSING:
+            if required:
+                raise ExpertBufferError(f"{path} lacks '{key}' ({expected}); {fix}")
+            continue
+        if not ok(value):
+            raise ExpertBufferError(
+                f"{path} has {key} = {_show(value)}, expected {expected}; {fix}"
+            )
+    layout = meta["param_layout"]
+    if len(layout["names"]) != len(layout["shapes"]):
+        raise ExpertBufferError(
+            f"{path} has {len(layout['names'])} parameter names but "
+            f"{len(layout['shapes'])} shapes in param_layout; {fix}"
+        )
+
+
+def _show(value: Any) -> str:
+    """A value from a JSON file, short and on one line."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class TrajectoryStore:
@@ -137,20 +223,35 @@ class TrajectoryStore:
                 shape = list(fh.get_slice(TENSOR).get_shape())
                 dtype = fh.get_slice(TENSOR).get_dtype()
         except Exception as exc:  # safetensors raises its own error types for corrupt files
+            reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise ExpertBufferError(
-                f"expert file {file} is corrupt or unreadable ({exc}); {fix}"
+                f"expert file {file} is corrupt or unreadable ({reason}); {fix}"
             ) from exc
+        self._check_header(file, header, fix)
         expected = [self.epochs + 1, self.num_params]
-        want_dtype = {"float32": "F32", "float16": "F16"}[self.dtype]
+        want_dtype = _FILE_DTYPES[self.dtype]
+        if shape != expected or dtype != want_dtype:
+            raise ExpertBufferError(
+                f"expert file {file} holds a {dtype} trajectory of shape {shape}, expected "
+                f"{want_dtype} {expected}; {fix}"
+            )
+
+    def _check_header(self, file: Path, header: dict[str, str], fix: str) -> None:
+        """The header fields `history` and `expert_seed` read: the buffer, seed and history."""
         if header.get("buffer_id") != self.buffer_id:
             raise ExpertBufferError(
                 f"expert file {file} belongs to buffer {header.get('buffer_id')}, not to "
                 f"{self.buffer_id} described by {self.path / META_FILE}; {fix}"
             )
-        if shape != expected or dtype != want_dtype:
+        try:
+            int(header.get("seed", ""))
+            history = json.loads(header.get("history", "{}"))
+        except ValueError:
+            history = None
+        if not isinstance(history, dict):
             raise ExpertBufferError(
-                f"expert file {file} holds a {dtype} trajectory of shape {shape}, expected "
-                f"{want_dtype} {expected}; {fix}"
+                f"expert file {file} has a damaged header (seed {_show(header.get('seed'))}, "
+                f"history not a JSON object); {fix}"
             )
 
     def _file(self, expert: int) -> Path:
@@ -190,8 +291,23 @@ class TrajectoryStore:
             raise ExpertBufferError(
                 f"cannot read expert file {file} ({exc}); delete it and rerun `meddistill buffer`"
             ) from exc
+        for e, row in zip(epochs, rows, strict=True):
+            self._check_finite(file, int(e), row)
         out = torch.cat(rows).to(torch.float32) if rows else torch.zeros(0, self.num_params)
         return out.to(device) if device is not None else out
+
+    def _check_finite(self, file: Path, epoch: int, row: torch.Tensor) -> None:
+        """Every row read is checked (the whole buffer is never read at once): a NaN or inf
+        parameter (float16 overflow, damage) is the buffer's fault, not the distillation's."""
+        bad = int((~torch.isfinite(row)).sum())
+        if bad:
+            hint = (
+                " (buffer.dtype=float32 avoids float16 overflow)" if self.dtype == "float16" else ""
+            )
+            raise ExpertBufferError(
+                f"expert file {file} holds {bad} non-finite parameter value(s) (NaN or inf) "
+                f"at epoch {epoch}; delete it and {_REMAKE}{hint}"
+            )
 
     def history(self, expert: int) -> dict[str, Any]:
         """Per-epoch test accuracy / AUC (index e = after epoch e) and train loss of an expert."""

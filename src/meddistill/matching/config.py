@@ -8,12 +8,14 @@ The seed is not a knob of the method: it is the run's (one `seed` key per job).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from meddistill.errors import ConfigError
 from meddistill.training.evaluate import EvalConfig
+from meddistill.utils import Options, is_integer
+
+SECTION = "match"  # where a job holds the method's options
 
 
 @dataclass
@@ -51,38 +53,46 @@ class TrajectoryConfig:
     snapshot_every: int = 0  # save the images every k iterations (report: MMD over the run)
 
     def __post_init__(self) -> None:
-        for key in ("ipc", "iterations", "syn_steps", "expert_epochs", "checkpoint_every"):
-            value = getattr(self, key)
-            if value < 1:
-                raise ConfigError(f"option {key} must be >= 1, got {value}")
-        if self.min_start < 0:
-            raise ConfigError(f"option min_start must be >= 0, got {self.min_start}")
-        for key in ("syn_lr_init", "lr_img"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"option {key} must be a positive number, got {value}")
-        if self.batch_syn < 0:
-            raise ConfigError(
-                f"option batch_syn must be >= 0 (0 = all images), got {self.batch_syn}"
-            )
-        for key in ("eval_every", "snapshot_every"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"option {key} must be >= 0, got {getattr(self, key)}")
-        if self.log_every < 1:
-            raise ConfigError(f"option log_every must be >= 1, got {self.log_every}")
+        check = Options(SECTION, self)
+        check.counts("ipc", "iterations", "syn_steps", "expert_epochs", "max_start")
+        check.counts("checkpoint_every", "log_every")
+        check.counts("min_start", minimum=0)
+        check.counts("batch_syn", minimum=0, zero="0: all images in every step")
+        check.counts("eval_every", minimum=0, zero="0: evaluate only at the end")
+        check.counts("snapshot_every", minimum=0, zero="0: no snapshots")
+        check.positive("lr_img", "syn_lr_init")
+        check.at_least("lr_lr", zero="0: the step size is not learned")
+        check.fraction("momentum_img", "momentum_lr")
+        check.strategy("dsa_strategy")
 
     def check_start_range(self) -> None:
         """A random window needs a non-empty start range [min_start, max_start)."""
         if self.max_start <= self.min_start:
             raise ConfigError(
-                f"start range [min_start={self.min_start}, max_start={self.max_start}) is "
-                "empty; max_start must exceed min_start (the upper bound is exclusive)"
+                f"start range [{SECTION}.min_start={self.min_start}, {SECTION}.max_start="
+                f"{self.max_start}) is empty; max_start must exceed min_start (the upper bound "
+                "is exclusive)"
             )
 
 
 def check_unit_interval(name: str, value: float, *, closed_low: bool = True) -> None:
     """Refuse a fraction outside [0, 1) (or (0, 1) when closed_low is False)."""
-    low_ok = value >= 0.0 if closed_low else value > 0.0
-    if not (low_ok and value < 1.0):
-        bounds = "[0, 1)" if closed_low else "(0, 1)"
-        raise ConfigError(f"option {name} must be in {bounds}, got {value}")
+    Options(SECTION, None).fraction_value(name, value, low_open=not closed_low)
+
+
+def check_objective_options(cfg: Any) -> None:
+    """The knobs of matching.objective.ObjectiveConfig (and InnerLoopConfig) named as the user
+    types them (match.*); the objective methods' configs run it before their own checks."""
+    check = Options(SECTION, cfg)
+    check.counts("ipc", "iterations", "batch_real", "checkpoint_every", "log_every")
+    check.counts("eval_every", minimum=0, zero="0: evaluate only at the end")
+    check.positive("lr_img", "syn_lr")
+    check.fraction("momentum_img")
+    decays = cfg.lr_img_decay_at
+    if not all(is_integer(m) and m >= 0 for m in decays):
+        check.fail("lr_img_decay_at", "a list of iterations >= 0")
+    check.strategy("dsa_strategy")
+    if hasattr(cfg, "outer_loop"):
+        check.counts("outer_loop", "inner_loop", minimum=0, zero="0: by IPC")
+        check.positive("lr_net")
+        check.counts("batch_train")

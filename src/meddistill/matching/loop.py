@@ -10,6 +10,7 @@ state, its step and its synthetic set.
 from __future__ import annotations
 
 import abc
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,15 +22,17 @@ from tqdm import tqdm
 
 from meddistill.augment.dsa import DEFAULT_STRATEGY
 from meddistill.data.synthetic import SyntheticSet
-from meddistill.matching.state import prepare_run_folder, resume_state
+from meddistill.locking import folder_lock
+from meddistill.matching.state import resume_state
 from meddistill.utils import derive_seed, make_generator
 
 CHECKPOINT = "checkpoint.safetensors"
 MetricSink = Callable[[dict[str, Any]], None]
 Evaluator = Callable[[SyntheticSet, int], dict[str, Any]]
+Rewind = Callable[[int, dict[str, Any]], None]
 
 
-def _quiet(_: Any) -> None:
+def _quiet(*_: Any) -> None:
     return None
 
 
@@ -49,6 +52,7 @@ class DistillRun:
     log: Callable[[str], None] = field(default=_quiet)
     progress: bool = True
     evaluate: Evaluator | None = None
+    rewind: Rewind = field(default=_quiet)  # (position, tags): forget records past a resume
 
     def warn(self, message: str) -> None:
         """Say it on stderr (above any progress bar) and in the run log."""
@@ -58,7 +62,7 @@ class DistillRun:
     def within(self, folder: str, **extra: Any) -> DistillRun:
         """The same run writing into out_dir/folder, its metric records tagged with `extra`
         (SeqMatch's stages)."""
-        sink = self.on_metric
+        sink, rewind = self.on_metric, self.rewind
         return DistillRun(
             seed=self.seed,
             out_dir=self.out_dir / folder if self.out_dir is not None else None,
@@ -68,6 +72,7 @@ class DistillRun:
             log=self.log,
             progress=self.progress,
             evaluate=self.evaluate,
+            rewind=lambda position, tags: rewind(position, {**tags, **extra}),
         )
 
 
@@ -114,13 +119,15 @@ class DistillLoop(abc.ABC, Generic[S]):
         out = self.run.out_dir
         if out is None:
             return self.initial_state(), generator
-        prepare_run_folder(out, CHECKPOINT)
+        out.mkdir(parents=True, exist_ok=True)
         state = resume_state(
             out / CHECKPOINT, self.load_state, self.checkpoint_meta(), generator,
             "configuration, method or buffer",
         )  # fmt: skip
         if state is None:
+            self.run.rewind(0, {})
             return self.initial_state(), generator
+        self.run.rewind(self.position(state), {})
         self.resumed(state)
         self.run.log(f"resuming from {out / CHECKPOINT} at {self.noun} {self.position(state)}")
         return state, generator
@@ -128,6 +135,12 @@ class DistillLoop(abc.ABC, Generic[S]):
     def execute(self, eval_every: int = 0, checkpoint_every: int = 1) -> SyntheticSet:
         """Step to `total`, evaluating every `eval_every` and checkpointing every
         `checkpoint_every` steps and at the last."""
+        with contextlib.ExitStack() as held:
+            if self.run.out_dir is not None:  # one writer per run folder, also from a notebook
+                held.enter_context(folder_lock(self.run.out_dir, "run folder"))
+            return self._execute(eval_every, checkpoint_every)
+
+    def _execute(self, eval_every: int, checkpoint_every: int) -> SyntheticSet:
         state, generator = self.start()
         out, evaluate = self.run.out_dir, self.run.evaluate
         bar = tqdm(

@@ -140,11 +140,3 @@ def resume_state(
     if saved is not None:
         generator.set_state(saved)
     return state
-
-
-def prepare_run_folder(out_dir: Path, checkpoint: str) -> None:
-    """Create the run folder and drop temporaries a kill left mid-write (atomic_path names
-    them `.<file>.*.tmp`); the last good checkpoint stays."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(f".{checkpoint}.*.tmp"):
-        stale.unlink()

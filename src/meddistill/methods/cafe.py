@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddistill.errors import ConfigError
+from meddistill.matching.config import SECTION, check_objective_options
 from meddistill.matching.objective import (
     InnerLoopConfig,
     InnerLoopNetwork,
@@ -41,6 +42,7 @@ from meddistill.matching.objective import (
     RealSampler,
 )
 from meddistill.methods.objective import objective_method
+from meddistill.utils import Options, is_finite_number
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.GELU)
 
@@ -57,13 +59,12 @@ class CAFEConfig(InnerLoopConfig):
     discrimination_weight: float = 0.01
 
     def __post_init__(self) -> None:
+        check_objective_options(self)  # named match.*, before the base class's own checks
         super().__post_init__()
-        if any(w < 0 for w in self.layer_weights) or self.embed_weight < 0:
-            raise ConfigError("options layer_weights and embed_weight must be >= 0")
-        if self.discrimination_weight < 0:
-            raise ConfigError(
-                f"option discrimination_weight must be >= 0, got {self.discrimination_weight}"
-            )
+        check = Options(SECTION, self)
+        if not all(is_finite_number(w) and w >= 0 for w in self.layer_weights):
+            check.fail("layer_weights", "a list of finite numbers >= 0 (empty: the reference's)")
+        check.at_least("embed_weight", "discrimination_weight")
 
 
 def block_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

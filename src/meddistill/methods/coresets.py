@@ -28,12 +28,13 @@ from meddistill.data.draws import check_ipc, draw_per_class
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.experts.store import TrajectoryStore
+from meddistill.matching.config import SECTION
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.base import MethodEntry
 from meddistill.models import ModelSpec, build_model_for
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import train_network
-from meddistill.utils import derive_seed, make_generator
+from meddistill.utils import Options, derive_seed, make_generator
 
 CORESET_METHODS = ("random", "herding", "kcenter")
 CORESET_LR = 0.01  # a real subset has no learned step size; evaluate it with the usual 0.01
@@ -245,8 +246,7 @@ class CoresetConfig:
     feature_epochs: int = 5
 
     def __post_init__(self) -> None:
-        if self.feature_epochs < 1:
-            raise ConfigError(f"option feature_epochs must be >= 1, got {self.feature_epochs}")
+        Options(SECTION, self).counts("ipc", "feature_epochs")
 
 
 def _coreset_method(name: str, paper: str) -> MethodEntry:

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meddistill.data.dataset import MedicalDataset
-from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
 from meddistill.matching.labels import ExpertSoftLabels, HardLabels
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import GrowingWindows
 from meddistill.methods.trajectory import trajectory_method
+from meddistill.utils import Options
 
 
 @dataclass
@@ -33,6 +34,22 @@ class DATMConfig(TrajectoryConfig):
     momentum_y: float = 0.9
     label_expert_epoch: int = -1  # expert epoch whose logits initialise labels (-1: last)
     loss_skip_threshold: float = 1.0  # 0: never skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check = Options(SECTION, self)
+        check.counts("growing_start")
+        check.counts("growing_end", minimum=0, zero="0: max_start at once")
+        check_label_options(self)
+        check.at_least("loss_skip_threshold", zero="0: never skip")
+
+
+def check_label_options(cfg: TrajectoryConfig) -> None:
+    """The soft-label knobs DATM and TESLA share."""
+    check = Options(SECTION, cfg)
+    check.positive("lr_y")
+    check.fraction("momentum_y")
+    check.counts("label_expert_epoch", minimum=-1, zero="-1: the last epoch")
 
 
 def windows(cfg: DATMConfig) -> GrowingWindows:

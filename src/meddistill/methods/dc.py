@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from meddistill.errors import ConfigError
+from meddistill.matching.config import check_objective_options
 from meddistill.matching.objective import (
     InnerLoopConfig,
     InnerLoopNetwork,
@@ -44,6 +45,10 @@ class DCConfig(InnerLoopConfig):
 
     dsa: bool = False  # DSA (meddistill.methods.dsa_method) is DC with it on
     dis_metric: Literal["ours", "mse", "cos"] = "ours"
+
+    def __post_init__(self) -> None:
+        check_objective_options(self)  # named match.*, before the base class's own checks
+        super().__post_init__()
 
 
 def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from meddistill.matching.config import check_objective_options
 from meddistill.matching.objective import (
     Objective,
     ObjectiveConfig,
@@ -29,6 +30,10 @@ class DMConfig(ObjectiveConfig):
 
     iterations: int = 20000
     lr_img: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_objective_options(self)  # named match.*, before the base class's own checks
+        super().__post_init__()
 
 
 def mean_embedding_distance(real_emb: torch.Tensor, syn_emb: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,11 @@ from torch.func import functional_call
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import check_ipc, real_per_class
 from meddistill.errors import ConfigError
-from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.trajectory import random_windows, trajectory_method
-from meddistill.utils import derive_seed, make_generator
+from meddistill.utils import Options, derive_seed, make_generator
 
 Affine = Literal["pixel", "channel"]
 
@@ -267,11 +267,9 @@ class HaBaConfig(TrajectoryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive("haba_hallucinators", self.haba_hallucinators)
-        if not (math.isfinite(self.lr_hallucinator) and self.lr_hallucinator > 0):
-            raise ConfigError(
-                f"option lr_hallucinator must be a positive number, got {self.lr_hallucinator}"
-            )
+        check = Options(SECTION, self)
+        check.counts("haba_hallucinators")
+        check.positive("lr_hallucinator")
 
 
 def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meddistill.data.dataset import MedicalDataset
-from meddistill.errors import ConfigError
-from meddistill.matching.config import TrajectoryConfig, check_unit_interval
+from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.terms import EasyToComplex, LossTerm, ParameterMatch, ShapePotential
 from meddistill.methods.trajectory import random_windows, trajectory_method
+from meddistill.utils import Options
 
 
 @dataclass
@@ -50,11 +50,12 @@ class HoPTMConfig(TrajectoryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_unit_interval("kappa_quantile", self.kappa_quantile, closed_low=False)
-        if self.kappa_mu < 1.0:
-            raise ConfigError(f"option kappa_mu must be >= 1 (kappa grows), got {self.kappa_mu}")
-        if self.kappa_period < 1:
-            raise ConfigError(f"option kappa_period must be >= 1, got {self.kappa_period}")
+        check = Options(SECTION, self)
+        check.positive("kappa_base")
+        check.fraction("kappa_quantile", low_open=True)
+        check.at_least("kappa_mu", minimum=1.0, zero="kappa grows")
+        check.counts("kappa_period")
+        check.at_least("shape_lambda")
 
 
 def parts(cfg: HoPTMConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:

@@ -39,6 +39,7 @@ from torch import nn
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import real_per_class
 from meddistill.errors import ConfigError
+from meddistill.matching.config import SECTION, check_objective_options
 from meddistill.matching.objective import (
     Objective,
     ObjectiveConfig,
@@ -48,6 +49,7 @@ from meddistill.matching.objective import (
 )
 from meddistill.methods.dm import mean_embedding_distance
 from meddistill.methods.objective import objective_method
+from meddistill.utils import Options
 
 
 @dataclass
@@ -73,21 +75,16 @@ class IDMConfig(ObjectiveConfig):
     real_topk: int = 0
 
     def __post_init__(self) -> None:
+        check_objective_options(self)  # named match.*, before the base class's own checks
         super().__post_init__()
-        for key in ("queue_size", "queue_init", "net_every", "match_nets", "net_batch", "factor"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"option {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("train_nets", "net_train_steps", "acc_reset_every", "real_topk"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"option {key} must be >= 0, got {getattr(self, key)}")
+        check = Options(SECTION, self)
+        check.counts("queue_size", "queue_init", "net_every", "match_nets", "net_batch", "factor")
+        check.counts("train_nets", "net_train_steps", "acc_reset_every", "real_topk", minimum=0)
         if self.queue_init > self.queue_size:
-            raise ConfigError(
-                f"option queue_init={self.queue_init} exceeds queue_size={self.queue_size}"
-            )
-        if self.ce_weight < 0:
-            raise ConfigError(f"option ce_weight must be >= 0, got {self.ce_weight}")
-        if not self.lr_net > 0:
-            raise ConfigError(f"option lr_net must be > 0, got {self.lr_net}")
+            check.fail("queue_init", f"at most match.queue_size={self.queue_size}")
+        check.positive("lr_net")
+        check.fraction("net_momentum")
+        check.at_least("net_weight_decay", "ce_weight")
 
 
 # Multi-formation --------------------------------------------------------------------------

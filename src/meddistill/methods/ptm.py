@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meddistill.data.dataset import MedicalDataset
-from meddistill.errors import ConfigError
-from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts, class_layout, foundation_mask
 from meddistill.matching.hooks import Hook, RetrainingPoints
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import ProgressiveWindows, WindowSchedule
 from meddistill.matching.terms import ImageTerm, OverlapMitigation, ParameterMatch
 from meddistill.methods.trajectory import random_windows, trajectory_method
+from meddistill.utils import Options
 
 
 @dataclass
@@ -49,15 +49,19 @@ class PTMConfig(TrajectoryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.retraining_points < 0:
-            raise ConfigError(
-                f"option retraining_points must be >= 0, got {self.retraining_points}"
-            )
+        check = Options(SECTION, self)
+        check.counts("progressive_end", minimum=0, zero="0: the buffer's last epoch")
+        check.at_least("progressive_steps_per_epoch", zero="0: syn_steps / expert_epochs")
+        check.counts("progressive_max_steps", minimum=0, zero="0: no cap")
+        check.positive("match_weight")
+        check.at_least("overlap_weight")
+        check.at_least("overlap_sigma", zero="0: median same-class distance")
+        check.counts("retraining_points", minimum=0, zero="0: none")
         if self.retraining_points >= self.iterations:
-            raise ConfigError(
-                f"option retraining_points={self.retraining_points} needs more than "
-                f"{self.iterations} iterations; raise iterations or lower retraining_points"
-            )
+            check.fail(
+                "retraining_points", f"below match.iterations={self.iterations}",
+                advice="raise iterations or lower retraining_points",
+            )  # fmt: skip
 
 
 def windows(cfg: PTMConfig) -> WindowSchedule:

@@ -36,12 +36,14 @@ from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.experts.store import TrajectoryStore
-from meddistill.matching.config import TrajectoryConfig
+from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import Distiller, TrajectoryParts
 from meddistill.matching.loop import DistillRun
+from meddistill.matching.schedule import WindowSchedule
 from meddistill.methods.base import MethodEntry
 from meddistill.methods.trajectory import random_windows, require_experts
 from meddistill.models import ModelSpec
+from meddistill.utils import Options
 
 
 @dataclass
@@ -56,8 +58,7 @@ class SeqMatchConfig(TrajectoryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.seq_subsets < 1:
-            raise ConfigError(f"option seq_subsets must be >= 1, got {self.seq_subsets}")
+        Options(SECTION, self).counts("seq_subsets")
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def split_ipc(ipc: int, num_subsets: int) -> list[int]:
         raise ConfigError(f"option seq_subsets must be >= 1, got {num_subsets}")
     if num_subsets > ipc:
         raise ConfigError(
-            f"cannot split ipc {ipc} into {num_subsets} non-empty subsets; lower seq_subsets "
-            f"to at most {ipc}"
+            f"cannot split ipc {ipc} into {num_subsets} non-empty subsets; lower "
+            f"{SECTION}.seq_subsets to at most {ipc}"
         )
     base, extra = divmod(ipc, num_subsets)
     return [base + (1 if j < extra else 0) for j in range(num_subsets)]
@@ -99,7 +100,8 @@ def split_intervals(min_start: int, max_start: int, num_subsets: int) -> list[tu
     if span < num_subsets:
         raise ConfigError(
             f"the start range [{min_start}, {max_start}) has {max(span, 0)} start epochs, fewer "
-            f"than seq_subsets={num_subsets}; widen min_start/max_start or use fewer subsets"
+            f"than {SECTION}.seq_subsets={num_subsets}; widen {SECTION}.min_start/max_start or "
+            "use fewer subsets"
         )
     bounds = [min_start + (j * span) // num_subsets for j in range(num_subsets + 1)]
     return [(bounds[j], bounds[j + 1]) for j in range(num_subsets)]
@@ -212,7 +214,13 @@ def total_iterations(cfg: SeqMatchConfig) -> int:
     return cfg.iterations * len(seqmatch_plan(cfg))
 
 
+def windows(cfg: SeqMatchConfig) -> WindowSchedule:
+    """The whole start range the stages split; the plan is checked with it, before any work."""
+    seqmatch_plan(cfg)
+    return random_windows(cfg)
+
+
 METHOD = MethodEntry(
     "seqmatch", "Du, Shi, Zhou, NeurIPS 2023", SeqMatchConfig, distill, experts="sgd",
-    windows_of=random_windows,
+    windows_of=windows,
 )  # fmt: skip

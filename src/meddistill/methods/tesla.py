@@ -13,6 +13,7 @@ from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
 from meddistill.matching.labels import ExpertSoftLabels, HardLabels
 from meddistill.matching.loop import DistillRun
+from meddistill.methods.datm import check_label_options
 from meddistill.methods.trajectory import random_windows, trajectory_method
 
 
@@ -28,6 +29,10 @@ class TESLAConfig(TrajectoryConfig):
     lr_y: float = 2.0
     momentum_y: float = 0.9
     label_expert_epoch: int = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_label_options(self)
 
 
 def parts(cfg: TESLAConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:

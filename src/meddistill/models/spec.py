@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meddistill.errors import ConfigError
+from meddistill.utils import OptionError, Options
 
 NORMS = ("instancenorm", "batchnorm", "groupnorm", "layernorm", "none")
 ACTS = ("relu", "leakyrelu", "sigmoid", "gelu")
@@ -32,20 +32,11 @@ class ModelSpec:
         from meddistill.models.registry import available_models
 
         self.name = str(self.name).lower()
+        check = Options("model", self)
         if self.name not in available_models():
-            raise ConfigError(
-                f"unknown model '{self.name}' (option model.name); "
-                f"valid: {', '.join(available_models())}"
-            )
-        _check_choice("model.norm", self.norm, NORMS)
-        _check_choice("model.act", self.act, ACTS)
-        _check_choice("model.pooling", self.pooling, POOLINGS)
-        if int(self.depth) < 1:
-            raise ConfigError(f"option model.depth must be >= 1, got {self.depth}")
-        if int(self.width) < 1:
-            raise ConfigError(f"option model.width must be >= 1, got {self.width}")
-
-
-def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"option {key}={value!r} is not valid; choose one of {', '.join(valid)}")
+            valid = ", ".join(available_models())
+            raise OptionError("model", "name", f"is an unknown model '{self.name}'; valid: {valid}")
+        check.choice("norm", NORMS)
+        check.choice("act", ACTS)
+        check.choice("pooling", POOLINGS)
+        check.counts("depth", "width")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-from meddistill.errors import ConfigError
+from meddistill.utils import Options
 
 
 @dataclass
@@ -34,32 +33,16 @@ class TrainConfig:
     gsam_adaptive: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ConfigError(f"train.epochs must be a positive integer, got {self.epochs!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(
-                f"train.lr must be a positive number, got {self.lr!r}; "
-                "a learned step size that went negative cannot be used to train, pass an explicit lr"
-            )
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ConfigError(
-                f"train.batch_size must be a positive integer, got {self.batch_size!r}"
-            )
-        if self.lr_schedule not in ("step_half", "none"):
-            raise ConfigError(
-                f"train.lr_schedule={self.lr_schedule!r} is not one of 'step_half', 'none'"
-            )
-        if self.optimizer not in ("sgd", "gsam"):
-            raise ConfigError(f"train.optimizer={self.optimizer!r} is not one of 'sgd', 'gsam'")
-        if self.optimizer == "gsam":
-            if not self.gsam_rho > 0:
-                raise ConfigError(f"train.gsam_rho must be > 0, got {self.gsam_rho!r}")
-            if self.gsam_alpha < 0:
-                raise ConfigError(f"train.gsam_alpha must be >= 0, got {self.gsam_alpha!r}")
+        check = Options("train", self)
+        check.counts("epochs", "batch_size")
+        check.positive("lr")  # a learned step size that went negative cannot train
+        check.fraction("momentum")
+        check.at_least("weight_decay")
+        check.choice("lr_schedule", ("step_half", "none"))
+        check.choice("optimizer", ("sgd", "gsam"))
+        check.positive("gsam_rho")
+        check.at_least("gsam_alpha")
+        check.strategy("dsa_strategy")
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate used during 0-based `epoch`."""

@@ -20,9 +20,10 @@ from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec, build_model_for
+from meddistill.models.registry import available_models
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import TrainResult, train_network
-from meddistill.utils import derive_seed, make_generator
+from meddistill.utils import Options, derive_seed, make_generator
 
 DEFAULT_LR = 0.01
 
@@ -48,14 +49,19 @@ class EvalConfig:
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
 
     def __post_init__(self) -> None:
+        # Everything train_config builds is checked here, so a bad value is refused when the
+        # job is resolved, named eval.*, not after a whole distillation as train.*.
+        check = Options("eval", self)
         if not self.models:
-            raise ConfigError(
-                "eval.models is empty; name at least one architecture, e.g. [convnet]"
-            )
-        if int(self.num_nets) != self.num_nets or self.num_nets < 1:
-            raise ConfigError(f"eval.num_nets must be a positive integer, got {self.num_nets!r}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"eval.lr must be a positive number or null, got {self.lr!r}")
+            check.fail("models", "a non-empty list of architectures, e.g. [convnet]")
+        unknown = [m for m in self.models if str(m).lower() not in available_models()]
+        if unknown:
+            check.fail("models", f"architectures from {', '.join(available_models())}", unknown)
+        check.counts("num_nets", "epochs", "batch_size")
+        check.positive("lr", optional=True)
+        check.fraction("momentum")
+        check.at_least("weight_decay")
+        check.strategy("dsa_strategy")
 
     def train_config(self, lr: float) -> TrainConfig:
         """The per-network training settings: constant lr, x0.1 at half, as the references."""
