@@ -96,3 +96,24 @@ def test_yaml_include_merges_in_order_relative_to_file(tmp_path):
     loop.write_text("include: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         load_yaml(loop)
+
+
+def test_a_partial_section_keeps_the_jobs_own_defaults_for_the_rest():
+    from meddistill.app.config import BufferJob, DistillJob, resolve
+
+    job = resolve(BufferJob, {"buffer": {"train": {"optimizer": "gsam"}, "num_experts": 3}})
+    # the job's buffer default is 5 experts x 10 epochs; one key changed, the rest kept
+    assert (job.buffer.num_experts, job.buffer.epochs) == (3, 10)
+    assert job.buffer.train.optimizer == "gsam" and job.buffer.train.lr == 0.01
+    job = resolve(DistillJob, {"experts": {"train": {"lr": 0.02}}})
+    assert (job.experts.num_experts, job.experts.epochs, job.experts.train.lr) == (5, 10, 0.02)
+
+
+def test_a_nested_impossible_value_is_named_where_the_user_typed_it():
+    from meddistill.app.config import DistillJob, resolve
+    from meddistill.methods.registry import get_method
+
+    with pytest.raises(ConfigError, match=r"^option experts\.train\.lr must be"):
+        resolve(DistillJob, {"experts": {"train": {"lr": 0}}})
+    with pytest.raises(ConfigError, match=r"^option match\.eval\.batch_size must be"):
+        get_method("hoptm").make_config({"eval": {"batch_size": 0}})

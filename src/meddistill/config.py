@@ -8,6 +8,8 @@ message that names the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import types
 import typing
 from pathlib import Path
@@ -15,56 +17,269 @@ from typing import Any, TypeVar
 
 import yaml
 
-from meddistill.errors import ConfigError
+from meddistill.errors import ConfigError, OptionError
 
 T = TypeVar("T")
 
 
-def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file is a ConfigError naming it.
+MAX_CONFIG_BYTES = 256 << 10  # a config is a few KB; more means a wrong file was given
+MAX_YAML_NODES = 20_000  # values after alias expansion; real configs have a few hundred
+MAX_YAML_DEPTH = 40  # nesting levels; real configs have under ten
+MAX_INCLUDES = 64  # files read for one top-level config (stops include fan-out bombs)
 
-    A top-level `include: [a.yaml, ...]` (paths relative to the including file) is merged
-    first, in order, and the file's own keys go on top: presets share their common parts.
-    """
-    p = Path(path)
-    if p.resolve() in _seen:
-        raise ConfigError(
-            f"config file {p} includes itself (through {' -> '.join(map(str, _seen))})"
+
+class YAMLRefusedError(yaml.MarkedYAMLError):
+    """Well-formed YAML refused on purpose (duplicate key, alias bomb, cycle, deep nesting);
+    unlike a syntax error it is never taken as plain text by an override."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """safe_load's loader (tags never construct objects) that also refuses duplicate keys,
+    which plain YAML resolves silently by keeping the last one (a whole section lost)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 (PyYAML's)
+        """Bound `[[[[...` while scanning: PyYAML's scanner is quadratic in flow depth."""
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise _too_deep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Bound block nesting (before Python's recursion limit is hit) and the node count
+        (before a huge document is composed); aliases are measured after, by _expanded_size."""
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _too_deep(self.peek_event().start_mark)
+            if self._nodes > MAX_YAML_NODES:
+                raise _too_many(self.peek_event().start_mark, expanded=False)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _too_deep(mark: yaml.Mark) -> YAMLRefusedError:
+    return YAMLRefusedError(
+        problem=f"nests values more than {MAX_YAML_DEPTH} levels deep (line {mark.line + 1}); "
+        "flatten it",
+        problem_mark=mark,
+    )
+
+
+def _too_many(mark: yaml.Mark, expanded: bool) -> YAMLRefusedError:
+    problem = (
+        f"expands to more than {MAX_YAML_NODES} values (each alias *name copies its anchor's "
+        "value); a config needs far fewer: write the values out or use fewer aliases"
+        if expanded
+        else f"holds more than {MAX_YAML_NODES} values; a config needs far fewer: check that "
+        "the path names a config"
+    )
+    return YAMLRefusedError(problem=problem, problem_mark=mark)
+
+
+def _refuse_duplicate_keys(loader: ConfigLoader, node: yaml.MappingNode) -> None:
+    first: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # merge keys (<<) may repeat; complex keys fail in construction anyway
+        key = loader.construct_object(key_node)
+        if key in first:
+            line = first[key].start_mark.line + 1
+            raise YAMLRefusedError(
+                problem=f"has key {_quoted(key)} twice in one mapping (line {line} and line "
+                f"{key_node.start_mark.line + 1}); keep one, the last would silently replace "
+                "the first",
+                problem_mark=key_node.start_mark,
+            )
+        first[key] = key_node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int], depth: int) -> int:
+    """Values the node stands for once every alias is copied out (what merge/deep-copy cost),
+    memoised per node so a billion-laughs document is measured in linear time."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    mark = node.start_mark
+    if key in path:
+        raise YAMLRefusedError(
+            problem=f"has an alias inside the value of its own anchor (line {mark.line + 1}), "
+            "a value that contains itself; write the value out without the alias",
+            problem_mark=mark,
         )
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}; check the path given to --config")
+    if depth > MAX_YAML_DEPTH:  # aliases can nest deeper than the text does
+        raise _too_deep(mark)
+    path.add(key)
+    total = 1 + sum(_expanded_size(c, sizes, path, depth + 1) for c in _children(node))
+    path.discard(key)
+    if total > MAX_YAML_NODES:
+        raise _too_many(mark, expanded=True)
+    sizes[key] = total
+    return total
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document, as safe_load reads it, bounded before anything is constructed:
+    duplicate keys, alias bombs, self-referring aliases and deep nesting are refused."""
+    loader = ConfigLoader(text)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set(), 0)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_text(p: Path) -> str:
+    """The file's text; a folder, a special file, a huge or non-UTF-8 file is a ConfigError."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}; check the path given to --config") from None
+    except OSError as exc:
         raise ConfigError(
-            f"config file {p} is not valid YAML{where}: {problem}; fix the file"
-        ) from exc
+            f"cannot open config file {p}: {exc.strerror or exc}; fix the path"
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"config file {p} is a folder; give the path of a .yaml file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {p} is not a regular file; give the path of a .yaml file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {p} is {st.st_size} bytes, over the {MAX_CONFIG_BYTES}-byte limit for "
+            "config files; check that the path names a config"
+        )
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {p}: {exc.strerror or exc}; check its permissions"
+        ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _yaml_error(p: Path, exc: yaml.YAMLError) -> ConfigError:
+    """A one-line ConfigError for a YAML syntax error or a refused document in file `p`."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if isinstance(exc, YAMLRefusedError):
+        return ConfigError(f"config file {p} {problem}")
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    if problem == "but found another document":
+        return ConfigError(
+            f"config file {p} holds more than one YAML document (another '---'{where}); "
+            "keep one document per config file"
+        )
+    return ConfigError(f"config file {p} is not valid YAML{where}: {problem}; fix the file")
+
+
+def _read_mapping(p: Path) -> dict[str, Any]:
+    """The file's top-level mapping; empty files and non-mappings are refused."""
+    try:
+        data = parse_yaml(_read_text(p))
+    except yaml.YAMLError as exc:
+        raise _yaml_error(p, exc) from None
+    if data is None:
+        raise ConfigError(
+            f"config file {p} is empty (no key: value lines); fill it in or leave it out"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {p} must hold a mapping of key: value, not {type(data).__name__}"
         )
-    includes = data.pop("include", [])
-    if isinstance(includes, str):
-        includes = [includes]
+    return data
+
+
+def _include_names(value: Any, p: Path) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(
+            f"config file {p}: include must be a file name or a list of file names, "
+            f"got {_short(repr(value))}"
+        )
+    return names
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """`value` for a one-line message: itself if printable text, else its repr; clipped."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quoted(key: Any) -> str:
+    """A mapping key for a one-line message: 'key' (or its repr when not printable text)."""
+    text = str(key)
+    return f"'{_short(text)}'" if text.isprintable() else _short(repr(key))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable or malformed file is a ConfigError naming it.
+
+    A top-level `include: [a.yaml, ...]` (paths relative to the including file) is merged
+    first, in order, and the file's own keys go on top: presets share their common parts.
+    """
+    return _load_yaml(Path(path), (), [MAX_INCLUDES])
+
+
+def _load_yaml(p: Path, chain: tuple[Path, ...], budget: list[int]) -> dict[str, Any]:
+    real = Path(os.path.realpath(p))
+    if real in chain:
+        raise ConfigError(
+            f"config file {p} includes itself (through {' -> '.join(map(str, chain))})"
+        )
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(
+            f"config file {p} is one include too many: more than {MAX_INCLUDES} files are "
+            f"included (from {chain[0]}); include each file once"
+        )
+    data = _read_mapping(p)
     merged: dict[str, Any] = {}
-    for inc in includes:
-        merged = merge(merged, load_yaml(p.parent / inc, (*_seen, p.resolve())))
+    for inc in _include_names(data.pop("include", []), p):
+        merged = merge(merged, _load_yaml(p.parent / inc, (*chain, real), budget))
     return merge(merged, data)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.lr=0.01' -> (['train', 'lr'], 0.01); the value is parsed as YAML."""
+    """'train.lr=0.01' -> (['train', 'lr'], 0.01); the value is parsed as YAML (same loader and
+    limits as config files); a value that is not YAML at all is kept as text."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form key=value")
+        raise ConfigError(f"override {_quoted(text)} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override '{text}' has an empty key")
+        raise ConfigError(f"override {_quoted(text)} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
+    except YAMLRefusedError as exc:
+        raise ConfigError(f"override {_quoted(text)}: the value {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -79,7 +294,7 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+                raise ConfigError(f"override {_quoted(text)}: '{part}' is a value, not a section")
             node = nxt
         node[path[-1]] = value
     return out
@@ -111,23 +326,44 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise TypeError(f"{cls} is not a dataclass")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(_short, set(data) - names))  # a YAML key may be 1, true or null
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown option(s) {', '.join(prefix + u for u in unknown)}; "
             f"valid options{' of ' + where if where else ''}: {', '.join(sorted(names))}"
         )
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
+        value = _over_default(defaults[name], value)
         kwargs[name] = _coerce(hints[name], value, key)
     try:
         return cls(**kwargs)
+    except OptionError as exc:  # a config names its options by its usual section
+        raise exc.at(where) if where else exc from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid settings{' for ' + where if where else ''}: {exc}") from exc
+
+
+def _over_default(field: dataclasses.Field, value: Any) -> Any:
+    """A partial section laid over the field's own default section: `experts.epochs=3` keeps
+    the job's other expert settings (not the section class's defaults), and a section with
+    required fields can be changed one key at a time."""
+    if not isinstance(value, dict):
+        return value
+    if field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    elif field.default is not dataclasses.MISSING:
+        default = field.default
+    else:
+        return value
+    if not dataclasses.is_dataclass(default):
+        return value
+    return merge(to_dict(default), value)
 
 
 def to_dict(obj: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from meddistill.utils import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+MAX_IMAGE_PIXELS = 64_000_000  # 64 megapixels (8000 x 8000): far above any medical image here
 GROUP_CODES = {"all": 0, "train": 1, "val": 2, "test": 3}
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -66,9 +68,21 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
 
 
+class ImageTooLargeError(Exception):
+    """An image whose header promises more pixels than MAX_IMAGE_PIXELS (a decompression bomb:
+    a 140 KB PNG can decode to gigabytes); raised before any pixel is decoded."""
+
+
+def _check_pixels(path: Path, img: Image.Image) -> None:
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(f"{path} ({width} x {height})")
+
+
 def decode_image(path: Path, size: int | None, channels: int, resample: str) -> np.ndarray:
     """uint8 array [C, H, W] of one image file, converted and (when `size`) resized."""
     with Image.open(path) as img:
+        _check_pixels(path, img)  # Image.open reads only the header
         img.load()
         img = _to_8bit(img)
         img = img.convert("RGB" if channels == 3 else "L")
@@ -81,32 +95,42 @@ def decode_image(path: Path, size: int | None, channels: int, resample: str) -> 
 def _safe_decode(args: tuple[Path, int | None, int, str]) -> np.ndarray | Exception:
     try:
         return decode_image(*args)
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except Image.DecompressionBombError:  # over twice Pillow's limit: refused in Image.open
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
+        return ImageTooLargeError(f"{args[0]} (over {limit} megapixels)")
+    except (ImageTooLargeError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         return exc
 
 
-def decode_all(
-    entries: list[FileEntry], size: int | None, channels: int, resample: str, workers: int | None
-) -> torch.Tensor:
-    """Decode every entry into one uint8 tensor [N, C, S, S]; bad files are reported together."""
+def _decode_jobs(
+    jobs: list[tuple[Path, int | None, int, str]], workers: int | None
+) -> list[np.ndarray | Exception]:
+    """Decode results (arrays or exceptions) in order. Pillow's bomb warning is silenced: its
+    limit is above MAX_IMAGE_PIXELS, which _check_pixels enforces, and it would print a line."""
     n_workers = workers or min(8, os.cpu_count() or 1)
-    jobs = [(e.path, size, channels, resample) for e in entries]
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(_safe_decode, jobs),
-                total=len(jobs),
-                desc="decoding images",
-                unit="img",
-                disable=None,
-                leave=False,
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            return list(
+                tqdm(
+                    pool.map(_safe_decode, jobs),
+                    total=len(jobs),
+                    desc="decoding images",
+                    unit="img",
+                    disable=None,
+                    leave=False,
+                )
             )
+
+
+def _refuse_failures(entries: list[FileEntry], results: list[np.ndarray | Exception]) -> None:
+    """One error for every file that failed: too large first, then unreadable."""
+    big = [str(r) for r in results if isinstance(r, ImageTooLargeError)]
+    if big:
+        shown = "; ".join(big[:2]) + (f" and {len(big) - 2} more" if len(big) > 2 else "")
+        raise DatasetCorruptError(
+            f"{len(big)} image(s) exceed the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+            f"per image: {shown}; downscale them or move them out of the dataset"
         )
     bad = [e.path for e, r in zip(entries, results, strict=True) if isinstance(r, Exception)]
     if bad:
@@ -114,6 +138,14 @@ def decode_all(
             f"{len(bad)} file(s) cannot be read as images: {format_paths(bad)}; remove or "
             "replace them"
         )
+
+
+def decode_all(
+    entries: list[FileEntry], size: int | None, channels: int, resample: str, workers: int | None
+) -> torch.Tensor:
+    """Decode every entry into one uint8 tensor [N, C, S, S]; bad files are reported together."""
+    results = _decode_jobs([(e.path, size, channels, resample) for e in entries], workers)
+    _refuse_failures(entries, results)
     shapes = sorted({r.shape for r in results})  # type: ignore[union-attr]
     if len(shapes) > 1:
         raise ConfigError(
