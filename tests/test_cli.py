@@ -480,7 +480,8 @@ def test_end_to_end_on_an_image_folder(capsys, workdir):
         assert [r["stage"] for r in records][-1] == "final_eval"
 
         config = yaml.safe_load((out_dir / "config.yaml").read_text())
-        assert config["job"]["method"] == method and config["job"]["buffer"] == str(buf)
+        assert config["method"] == method and config["buffer"] == str(buf)
+        assert "experts" not in config  # a given buffer: its buffer.json says how it was made
         assert config["match"]["ipc"] == 2 and config["match"]["iterations"] == 4
         assert config["match"]["syn_steps"] == 3
         # only the method's own knobs: HoP-TM has no schedule option, PTM's is progressive

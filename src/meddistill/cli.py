@@ -2,14 +2,17 @@
 
 Config precedence, lowest to highest: built-in defaults < each --config FILE in order <
 flags (--dataset, --seed, ...) < `key=value` overrides (dotted keys, values parsed as YAML).
+A job command's --help lists its config keys and defaults; `meddistill config show <command>
+...` resolves the same arguments the same way and prints the result instead of running it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +57,136 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog (a job command's config keys) is built only when its
+    --help is printed: building it imports every method, which other uses never need."""
+
+    epilog_of: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.epilog is None and self.epilog_of is not None:
+            self.epilog = self.epilog_of()
+        return super().format_help()
+
+
+def _epilog(command: str, method: str | None) -> str:
+    from meddistill.app.explain import help_epilog
+
+    return help_epilog(command, method)
+
+
+def _buffer_args(buf: argparse.ArgumentParser) -> None:
+    buf.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    buf.add_argument("--out", help="buffer folder (default runs/buffers/<dataset>-<hash>)")
+    buf.add_argument("--experts", type=int, help="number of experts (buffer.num_experts)")
+    buf.add_argument("--epochs", type=int, help="epochs per expert (buffer.epochs)")
+
+
+def _baseline_args(base: argparse.ArgumentParser) -> None:
+    base.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    rows = base.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--ipc", type=int, nargs="+", help="images per class of the random subsets (ipcs)"
+    )
+    rows.add_argument(
+        "--no-random", action="store_true", help="skip the random-subset rows (ipcs=[])"
+    )
+    base.add_argument("--no-full", action="store_true", help="skip the full-data row")
+
+
+def _distill_args(dis: argparse.ArgumentParser) -> None:
+    dis.add_argument(
+        "--method",
+        help="hoptm, ptm, mtt, ftd, datm, tesla, att, smdd, seqmatch, "
+        "haba, dc, dsa, dm, idm or cafe (default hoptm; with --help: its options below)",
+    )
+    dis.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    dis.add_argument("--ipc", type=int, help="synthetic images per class (match.ipc)")
+    dis.add_argument("--iterations", type=int, help="distillation iterations (match.iterations)")
+    dis.add_argument(
+        "--buffer", help="an existing expert buffer folder (default: make or reuse one)"
+    )
+    dis.add_argument(
+        "--experts", type=int, metavar="N", help="experts to train (experts.num_experts)"
+    )
+    dis.add_argument(
+        "--expert-epochs", type=int, metavar="E", help="epochs per expert (experts.epochs)"
+    )
+    dis.add_argument(
+        "--out", help="run folder (default runs/distill/<dataset>-<method>-ipc<k>-<hash>)"
+    )
+    dis.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the distillation checkpoint once the set is saved (keep_checkpoint)",
+    )
+
+
+def _coreset_args(cor: argparse.ArgumentParser) -> None:
+    cor.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    cor.add_argument(
+        "--selection", choices=["random", "herding", "kcenter"], help="default herding"
+    )
+    cor.add_argument("--ipc", type=int, help="images per class")
+    cor.add_argument(
+        "--out", help="run folder (default runs/coreset/<dataset>-<selection>-ipc<k>-<hash>)"
+    )
+    cor.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the selection's checkpoint once the set is saved (keep_checkpoint)",
+    )
+
+
+def _evaluate_args(ev: argparse.ArgumentParser) -> None:
+    ev.add_argument("--dataset", help="dataset name (default bloodmnist)")
+    ev.add_argument("--synthetic", help="a synthetic set folder or .safetensors file")
+    ev.add_argument("--ipc", type=int, help="evaluate a random real subset of this IPC instead")
+    ev.add_argument(
+        "--models", nargs="+", help="architectures (convnet lenet alexnet vgg11 resnet18)"
+    )
+
+
+# The commands that resolve a job: their help line and their own flags (config show takes
+# the same ones, so it resolves exactly what the command would).
+JOB_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "buffer": ("train expert networks and record their trajectories", _buffer_args),
+    "baseline": ("evaluate full data and random real subsets", _baseline_args),
+    "distill": ("distil a dataset into a few synthetic images per class", _distill_args),
+    "coreset": ("select real images per class: random, herding, kcenter", _coreset_args),
+    "evaluate": ("train fresh networks on a set of images and test them", _evaluate_args),
+}
+
+
+def _job_parser(sub: Any, name: str, text: str, method: str | None) -> None:
+    """A job command's parser: its flags, the common ones, its config keys in --help."""
+    parser = sub.add_parser(
+        name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    JOB_COMMANDS[name][1](parser)
+    _common(parser)
+    parser.epilog_of = functools.partial(_epilog, name, method)
+
+
+def _config_parser(sub: Any, method: str | None) -> None:
+    cfg = sub.add_parser("config", help="print the config a command resolves, without running")
+    actions = cfg.add_subparsers(dest="action", required=True)
+    show = actions.add_parser(
+        "show",
+        help="the full config COMMAND would use, as YAML with a comment per key",
+        description="Resolve the config exactly as COMMAND would with the same arguments "
+        "(defaults < --config files < flags < key=value) and print it as YAML, a comment per "
+        "key (type, default, what it is, and the value the run derives where it does); "
+        "nothing is loaded or run.",
+    )
+    shown = show.add_subparsers(dest="shown", required=True, metavar="COMMAND")
+    for name in JOB_COMMANDS:
+        _job_parser(shown, name, f"the config `meddistill {name}` resolves", method)
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; `method` picks whose options `distill --help` lists."""
+    parser = _Parser(
         prog="meddistill",
         description="Distil medical image datasets into a few synthetic images per class.",
     )
@@ -72,46 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--download", action="store_true")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    buf = sub.add_parser("buffer", help="train expert networks and record their trajectories")
-    buf.add_argument("--dataset", help="dataset name (default bloodmnist)")
-    buf.add_argument("--out", help="buffer folder (default runs/buffers/<dataset>-<hash>)")
-    buf.add_argument("--experts", type=int, help="number of experts")
-    buf.add_argument("--epochs", type=int, help="epochs per expert")
-    _common(buf)
-
-    base = sub.add_parser("baseline", help="evaluate full data and random real subsets")
-    base.add_argument("--dataset", help="dataset name (default bloodmnist)")
-    base.add_argument("--ipc", type=int, nargs="+", help="images per class of the random subsets")
-    base.add_argument("--no-full", action="store_true", help="skip the full-data row")
-    _common(base)
-
-    dis = sub.add_parser("distill", help="distil a dataset into a few synthetic images per class")
-    dis.add_argument(
-        "--method",
-        help="hoptm, ptm, mtt, ftd, datm, tesla, att, smdd, seqmatch, "
-        "haba, dc, dsa, dm, idm or cafe (default hoptm)",
-    )
-    dis.add_argument("--dataset", help="dataset name (default bloodmnist)")
-    dis.add_argument("--ipc", type=int, help="synthetic images per class")
-    dis.add_argument("--iterations", type=int, help="distillation iterations")
-    dis.add_argument(
-        "--buffer", help="an existing expert buffer folder (default: make or reuse one)"
-    )
-    dis.add_argument(
-        "--out", help="run folder (default runs/distill/<dataset>-<method>-ipc<k>-<hash>)"
-    )
-    _common(dis)
-
-    cor = sub.add_parser("coreset", help="select real images per class: random, herding, kcenter")
-    cor.add_argument("--dataset", help="dataset name (default bloodmnist)")
-    cor.add_argument(
-        "--selection", choices=["random", "herding", "kcenter"], help="default herding"
-    )
-    cor.add_argument("--ipc", type=int, help="images per class")
-    cor.add_argument(
-        "--out", help="run folder (default runs/coreset/<dataset>-<selection>-ipc<k>-<hash>)"
-    )
-    _common(cor)
+    for name, (text, _) in JOB_COMMANDS.items():
+        _job_parser(sub, name, text, method)
+    _config_parser(sub, method)
 
     bench = sub.add_parser("bench", help="run a grid of datasets x methods x IPCs x seeds")
     bench.add_argument("grid", help="grid YAML file (see configs/bench/)")
@@ -171,24 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="npz", choices=["npz"], help="output format")
     exp.add_argument("--out", required=True, help="output file, e.g. distilled.npz")
 
-    ev = sub.add_parser("evaluate", help="train fresh networks on a set of images and test them")
-    ev.add_argument("--dataset", help="dataset name (default bloodmnist)")
-    ev.add_argument("--synthetic", help="a synthetic set folder or .safetensors file")
-    ev.add_argument("--ipc", type=int, help="evaluate a random real subset of this IPC instead")
-    ev.add_argument(
-        "--models", nargs="+", help="architectures (convnet lenet alexnet vgg11 resnet18)"
-    )
-    _common(ev)
     return parser
 
 
-def _resolve_dict(args: argparse.Namespace, flags: dict[str, Any]) -> dict[str, Any]:
-    """defaults < --config files < flags < key=value overrides, as one dict."""
+def _resolve_job(
+    args: argparse.Namespace, job_cls: type, flags: dict[str, Any], command: str
+) -> Any:
+    """The job from defaults < --config files < flags < key=value overrides, validated; a
+    preset tuned on another dataset than the job's is said once on stderr."""
+    from meddistill.app.config import resolve
+    from meddistill.app.explain import preset_warning
+
+    files = [load_yaml(path) for path in args.config]
     data: dict[str, Any] = {}
-    for path in args.config:
-        data = merge(data, load_yaml(path))
-    data = merge(data, flags)
-    return apply_overrides(data, list(args.overrides))
+    for loaded in files:
+        data = merge(data, loaded)
+    data = apply_overrides(merge(data, flags), list(args.overrides))
+    job = resolve(job_cls, data)
+    warning = preset_warning(files, data, job)
+    if warning is not None:
+        print(f"meddistill {command}: warning: {warning}", file=sys.stderr)
+    return job
 
 
 def _dataset_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,7 +306,86 @@ def _job_flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["dataset"] = ds
     if args.device:
         flags["device"] = args.device
+    if args.seed is not None:
+        flags["seed"] = args.seed
     return flags
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """The flags given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _buffer_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    buffer = _present({"num_experts": args.experts, "epochs": args.epochs})
+    if buffer:
+        flags["buffer"] = buffer
+    if args.out:
+        flags["out"] = args.out
+    return flags
+
+
+def _baseline_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    if args.ipc:
+        flags["ipcs"] = list(args.ipc)
+    if args.no_random:
+        flags["ipcs"] = []
+    if args.no_full:
+        flags["full"] = False
+    return flags
+
+
+def _evaluate_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    if args.synthetic:
+        flags["synthetic"] = args.synthetic
+    if args.ipc is not None:
+        flags["ipc"] = args.ipc
+    if args.models:
+        flags["eval"] = {"models": list(args.models)}
+    return flags
+
+
+def _distill_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    for key in ("method", "buffer", "out"):
+        if getattr(args, key):
+            flags[key] = getattr(args, key)
+    match = _present({"ipc": args.ipc, "iterations": args.iterations})
+    experts = _present({"num_experts": args.experts, "epochs": args.expert_epochs})
+    for key, section in (("match", match), ("experts", experts)):
+        if section:
+            flags[key] = section
+    if args.keep_checkpoint:
+        flags["keep_checkpoint"] = True
+    return flags
+
+
+def _coreset_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    flags.update(_present({k: getattr(args, k) for k in ("selection", "ipc", "out")}))
+    if args.keep_checkpoint:
+        flags["keep_checkpoint"] = True
+    return flags
+
+
+# Each job command's flags as config keys (the table config show resolves through too).
+JOB_FLAGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "buffer": _buffer_flags,
+    "baseline": _baseline_flags,
+    "evaluate": _evaluate_flags,
+    "distill": _distill_flags,
+    "coreset": _coreset_flags,
+}
+
+
+def _job(args: argparse.Namespace, command: str) -> Any:
+    """The job `meddistill <command>` runs with these arguments (resolved, not run)."""
+    from meddistill.app.explain import JOBS
+
+    return _resolve_job(args, JOBS[command], JOB_FLAGS[command](args), command)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -269,38 +445,16 @@ def _format_info(facts: dict[str, Any]) -> str:
 
 def cmd_buffer(args: argparse.Namespace) -> int:
     from meddistill.app.buffer import run_buffer
-    from meddistill.app.config import BufferJob, resolve
 
-    flags = _job_flags(args)
-    buffer: dict[str, Any] = {}
-    if args.experts is not None:
-        buffer["num_experts"] = args.experts
-    if args.epochs is not None:
-        buffer["epochs"] = args.epochs
-    if buffer:
-        flags["buffer"] = buffer
-    if args.seed is not None:
-        flags["seed"] = args.seed
-    if args.out:
-        flags["out"] = args.out
-    job = resolve(BufferJob, _resolve_dict(args, flags))
-    summary = run_buffer(job, args.runs_dir, progress=not args.no_progress)
+    summary = run_buffer(_job(args, "buffer"), args.runs_dir, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from meddistill.app.config import BaselineJob, resolve
     from meddistill.app.evaluate import run_baseline
 
-    flags = _job_flags(args)
-    if args.ipc:
-        flags["ipcs"] = list(args.ipc)
-    if args.no_full:
-        flags["full"] = False
-    if args.seed is not None:
-        flags["seed"] = args.seed
-    job = resolve(BaselineJob, _resolve_dict(args, flags))
+    job = _job(args, "baseline")
     results = run_baseline(job, args.runs_dir, progress=not args.no_progress)
     print(_format_rows(results["rows"]))
     print(f"results: {results['run_dir']}/results.json")
@@ -308,19 +462,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from meddistill.app.config import EvaluateJob, resolve
     from meddistill.app.evaluate import run_evaluate
 
-    flags = _job_flags(args)
-    if args.synthetic:
-        flags["synthetic"] = args.synthetic
-    if args.ipc is not None:
-        flags["ipc"] = args.ipc
-    if args.models:
-        flags.setdefault("eval", {})["models"] = list(args.models)
-    if args.seed is not None:
-        flags["seed"] = args.seed
-    job = resolve(EvaluateJob, _resolve_dict(args, flags))
+    job = _job(args, "evaluate")
     results = run_evaluate(job, args.runs_dir, progress=not args.no_progress)
     print(_format_rows(results["rows"]))
     print(f"results: {results['run_dir']}/results.json")
@@ -328,26 +472,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from meddistill.app.config import DistillJob, resolve
     from meddistill.app.distill import run_distill
 
-    flags = _job_flags(args)
-    match: dict[str, Any] = {}
-    if args.method:
-        flags["method"] = args.method
-    if args.ipc is not None:
-        match["ipc"] = args.ipc
-    if args.iterations is not None:
-        match["iterations"] = args.iterations
-    if args.seed is not None:
-        flags["seed"] = args.seed
-    if match:
-        flags["match"] = match
-    if args.buffer:
-        flags["buffer"] = args.buffer
-    if args.out:
-        flags["out"] = args.out
-    job = resolve(DistillJob, _resolve_dict(args, flags))
+    job = _job(args, "distill")
     results = run_distill(job, args.runs_dir, progress=not args.no_progress)
     if results["rows"]:
         print(_format_rows(results["rows"]))
@@ -357,18 +484,21 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_coreset(args: argparse.Namespace) -> int:
-    from meddistill.app.config import CoresetJob, resolve
     from meddistill.app.distill import run_coreset
 
-    flags = _job_flags(args)
-    for key in ("selection", "ipc", "seed", "out"):
-        if getattr(args, key, None) is not None:
-            flags[key] = getattr(args, key)
-    job = resolve(CoresetJob, _resolve_dict(args, flags))
+    job = _job(args, "coreset")
     results = run_coreset(job, args.runs_dir, progress=not args.no_progress)
     if results["rows"]:
         print(_format_rows(results["rows"]))
     print(f"coreset: {results['synthetic']}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """`config show COMMAND ...`: resolve exactly as COMMAND would, print it, run nothing."""
+    from meddistill.app.explain import show_config
+
+    print(show_config(args.shown, _job(args, args.shown)), end="")
     return 0
 
 
@@ -448,17 +578,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _format_rows(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'set':<10} {'ipc':>5} {'arch':<10} {'acc (%)':>15} {'auc':>15} {'wall s':>8}"]
-    for row in rows:
-        for arch, st in row["archs"].items():
-            ipc = "-" if row.get("ipc") is None else str(row["ipc"])
-            acc = f"{100 * st['acc_mean']:.2f} ± {100 * st['acc_std']:.2f}"
-            auc = f"{st['auc_mean']:.3f} ± {st['auc_std']:.3f}"
-            lines.append(
-                f"{row['set']:<10} {ipc:>5} {arch:<10} {acc:>15} {auc:>15} "
-                f"{row.get('wall_s', 0):>8}"
-            )
-    return "\n".join(lines)
+    from meddistill.app.record import results_table
+
+    return results_table(rows)
 
 
 COMMANDS = {
@@ -472,12 +594,23 @@ COMMANDS = {
     "bench": cmd_bench,
     "table": cmd_table,
     "report": cmd_report,
+    "config": cmd_config,
 }
+
+
+def _method_of(argv: Sequence[str]) -> str | None:
+    """The --method in argv, so that `distill --method dm --help` lists dm's options."""
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    parser = build_parser()
+    parser = build_parser(_method_of(sys.argv[1:] if argv is None else argv))
     # argparse stops filling a nargs="*" positional at the first flag, so in
     # `distill a=1 --ipc 2 b=3` the `b=3` comes back unparsed: put it back with the overrides
     # (in order, so later ones still win) and refuse anything else.
@@ -487,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stray or not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "no_progress", None) is False and not sys.stderr.isatty():
+        args.no_progress = True  # bars in a redirected log are carriage returns and escapes
     if getattr(args, "threads", None):
         import torch
 

@@ -3,6 +3,8 @@
 Every message should say what went wrong, where (file, option, dataset), and what to do.
 """
 
+from __future__ import annotations
+
 
 class MeddistillError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -12,6 +14,25 @@ class MeddistillError(Exception):
 
 class ConfigError(MeddistillError):
     """An unknown name, an impossible setting or a malformed config file."""
+
+
+class OptionError(ConfigError):
+    """An option with an impossible value, named by the dotted path a user types.
+
+    A config class only knows its usual section (`train`, `eval`, `match`); `at(section)` names
+    the same option where this config was nested (`experts.train.lr`, `match.eval.batch_size`).
+    """
+
+    def __init__(self, section: str, name: str, problem: str) -> None:
+        self.section, self.name, self.problem = section, name, problem
+        super().__init__(f"option {self.option} {problem}")
+
+    @property
+    def option(self) -> str:
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    def at(self, section: str) -> OptionError:
+        return OptionError(section, self.name, self.problem)
 
 
 class DatasetNotFoundError(MeddistillError):

@@ -85,6 +85,7 @@ class RunDir:
             with atomic_path(self.path / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(config, sort_keys=False))
             self.logger = self._make_logger()
+            self._filter_metrics(lambda record: True)  # a line a kill cut short
         except BaseException:
             self._stack.close()
             raise

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from meddistill.errors import ConfigError
+from meddistill.errors import ConfigError, OptionError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -118,25 +118,6 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 # Option checks --------------------------------------------------------------------------------
 SEED_LIMIT = 1 << 63
 _UNSET = object()
-
-
-class OptionError(ConfigError):
-    """An option with an impossible value, named by the dotted path a user types.
-
-    A config class only knows its usual section (`train`, `eval`, `match`); `at(section)` names
-    the same option where this config was nested (`experts.train.lr`, `match.eval.batch_size`).
-    """
-
-    def __init__(self, section: str, name: str, problem: str) -> None:
-        self.section, self.name, self.problem = section, name, problem
-        super().__init__(f"option {self.option} {problem}")
-
-    @property
-    def option(self) -> str:
-        return f"{self.section}.{self.name}" if self.section else self.name
-
-    def at(self, section: str) -> OptionError:
-        return OptionError(section, self.name, self.problem)
 
 
 def is_integer(value: Any) -> bool:

@@ -80,7 +80,7 @@ def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
         assert syn_lr["random"] == 0.01 and syn_lr["mtt"] != 0.01  # the learned step size
 
     # A database lost after the distillations (a kill between a job and its row): the jobs
-    # find their hash-named folders and resume there, nothing is trained twice.
+    # find their hash-named folders and their finished sets, nothing is trained twice.
     for f in runs.glob("results.sqlite*"):
         f.unlink()
     run_grid(grid_from_dict(grid), runs, progress=False, log=None)
@@ -88,7 +88,7 @@ def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
     distilled = sorted((runs / "distill").iterdir())
     assert len(distilled) == 3
     for folder in distilled:
-        assert "resuming from" in (folder / "log.txt").read_text()
+        assert "was made by this configuration; evaluating it again" in (folder / "log.txt").read_text()
 
     # Run again with another evaluation architecture: no expert, no distillation is redone.
     def refuse(*args: object, **kwargs: object) -> None:

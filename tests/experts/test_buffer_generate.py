@@ -51,8 +51,9 @@ def test_buffer_contents(reference_buffer: TrajectoryStore) -> None:
     assert not torch.equal(traj[0], traj[1]) and not torch.equal(traj[1], traj[2])
     assert not torch.equal(store.load(0, 2), store.load(1, 2))
     hist = store.history(1)
-    assert len(hist["test_acc"]) == 3 and len(hist["train_loss"]) == 3
-    assert all(0.0 <= a <= 1.0 for a in hist["test_acc"])
+    assert len(hist["train_acc"]) == 3 and len(hist["train_loss"]) == 3
+    assert 0.0 <= hist["final_test_acc"] <= 1.0 and "test_acc" not in hist
+    assert hist["held_out"] is None and hist["val_acc"] is None  # the tiny set has no val split
     meta = json.loads((store.path / "buffer.json").read_text())
     assert meta["dataset"]["source_id"] == ds.source_id
     assert meta["model"] == to_dict(SPEC)

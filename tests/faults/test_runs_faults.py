@@ -293,7 +293,7 @@ def test_changing_only_eval_re_evaluates_the_same_set(workdir, tiny):
     runs = list((workdir / "runs" / "distill").iterdir())
     assert len(runs) == 1  # the same folder: the set was not made again
     run = runs[0]
-    assert "resuming from" in (run / "log.txt").read_text()
+    assert "was made by this configuration; evaluating it again" in (run / "log.txt").read_text()
     results = json.loads((run / "results.json").read_text())
     earlier = list(run.glob("results.*.json"))
     assert len(earlier) == 1 and json.loads(earlier[0].read_text())["eval_id"] != results["eval_id"]

@@ -37,7 +37,11 @@ def synthetic_images(ipc: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.T
     return NORM.apply(pixels), labels
 
 
-def metrics_records(iterations: int = 20, eval_at: tuple[int, ...] = (10,)) -> list[dict]:
+def metrics_records(
+    iterations: int = 20, eval_at: tuple[int, ...] = (10,), mask: bool = False
+) -> list[dict]:
+    """The engine's records; mask=True: HoP-TM's, whose mask grows from 3 % of the parameters
+    (mask_utilisation) while the loss over the masked ones rises and the step size is learned."""
     out: list[dict] = []
     for it in range(iterations):
         out.append(
@@ -49,11 +53,18 @@ def metrics_records(iterations: int = 20, eval_at: tuple[int, ...] = (10,)) -> l
                 "match_loss": 0.9 / (it + 1),
                 "shape_loss": 0.01,
                 "overlap_loss": 0.0,
+                "mask_utilisation": 1.0,
                 "syn_lr": 0.01,
                 "skipped": False,
                 "seconds": 0.5,
             }
         )
+        if mask:
+            coverage = 0.03 + 0.97 * it / max(1, iterations - 1)
+            out[-1].update(
+                loss=0.003 + 0.5 * coverage, match_loss=0.003 + 0.5 * coverage,
+                mask_utilisation=coverage, syn_lr=0.01 + 0.0001 * it,
+            )  # fmt: skip
         if it + 1 in eval_at:
             out.append(
                 {
@@ -78,6 +89,7 @@ def make_run(
     ipc: int = 2,
     finished: bool = True,
     snapshots: bool = True,
+    mask: bool = False,
 ) -> Path:
     """A distillation run folder as jobs.run_distill leaves it (tiny)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +100,7 @@ def make_run(
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (folder / "env.json").write_text(json.dumps({"torch": "x", "python": "3.11"}))
     (folder / "log.txt").write_text("2026-01-01 INFO started <run>\n")
-    records = metrics_records()
+    records = metrics_records(mask=mask)
     if not finished:
         records = [r for r in records if r.get("stage") == "distill"][:8]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -141,26 +153,39 @@ def make_run(
     return folder
 
 
-def make_baseline_run(folder: Path) -> Path:
+def make_baseline_run(
+    folder: Path,
+    *,
+    ipc: int = 2,
+    full: float = 0.85,
+    random: float = 0.85,
+    source_id: str | None = None,
+) -> Path:
     """A `meddistill baseline` folder: full-data and random rows whose networks live in the
-    baseline report (detail), no synthetic set, no distillation steps."""
+    baseline report (detail), no synthetic set, no distillation steps. full, random: the
+    rows' mean accuracies (std 0.05, two networks each)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"job": {"ipcs": [2]}}))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"job": {"ipcs": [ipc]}}))
     nets = [{"seed": k, "acc": a, "auc": 0.9, "loss": 0.1} for k, a in enumerate((0.9, 0.8))]
-    stats = {"acc_mean": 0.85, "acc_std": 0.05, "auc_mean": 0.9, "auc_std": 0.0, "num_nets": 2}
+
+    def stats(acc: float) -> dict:
+        return {"acc_mean": acc, "acc_std": 0.05, "auc_mean": 0.9, "auc_std": 0.0, "num_nets": 2}
+
     subsets = [
         {"seed": k, "report": {"archs": {"convnet": {"nets": [{"acc": a, "auc": 0.7}]}}}}
         for k, a in enumerate((0.4, 0.5))
     ]
     detail = {
-        "full": {"nets": nets, **stats},
-        "random": {"2": {"subsets": subsets, "archs": {"convnet": stats}}},
+        "full": {"nets": nets, **stats(full), "train": {"epochs": 30}},
+        "random": {str(ipc): {"subsets": subsets, "archs": {"convnet": stats(random)}}},
+        "eval": {"epochs": 300},
     }
     rows = [
-        {"set": "full", "ipc": None, "archs": {"convnet": stats}, "detail": detail},
-        {"set": "random", "ipc": 2, "archs": {"convnet": stats}, "detail": detail},
+        {"set": "full", "ipc": None, "archs": {"convnet": stats(full)}, "detail": detail},
+        {"set": "random", "ipc": ipc, "archs": {"convnet": stats(random)}, "detail": detail},
     ]
-    write_results(folder, {"dataset": {"name": "toy"}, "rows": rows, "run_dir": str(folder)})
+    dataset = {"name": "toy", **({"source_id": source_id} if source_id else {})}
+    write_results(folder, {"dataset": dataset, "rows": rows, "run_dir": str(folder)})
     return folder
 
 

@@ -96,13 +96,13 @@ def test_loss_curves_need_distill_records(tmp_path: Path) -> None:
         analyses.loss_curves([{"stage": "eval", "iteration": 3}], tmp_path / "x")
 
 
-def test_missing_matplotlib_is_a_config_error_naming_the_extra(
+def test_missing_matplotlib_is_a_config_error_saying_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
     assert not analyses.have_matplotlib()
-    with pytest.raises(ConfigError, match=r"meddistill\[plots\]"):
+    with pytest.raises(ConfigError, match=r"pip install matplotlib`$"):
         analyses.loss_curves(metrics_records(3), tmp_path / "x")
     assert not (tmp_path / "x.png").exists()
 

@@ -74,5 +74,7 @@ def _train(
         "wall_s": round(time.perf_counter() - start, 2),
     }
     run.metric(stage="buffer", **summary)
+    run.log(f"stage buffer: {store.num_experts} experts x {store.epochs} epochs in "
+            f"{summary['wall_s']} s -> {out}")  # fmt: skip
     run.save_json("summary.json", summary)
     return summary

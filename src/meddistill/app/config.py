@@ -8,8 +8,6 @@ dataset's unless set, decided once per run (`DatasetConfig.strategy`).
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,7 +20,7 @@ from meddistill.experts.config import BufferConfig
 from meddistill.models.spec import ModelSpec
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
-from meddistill.utils import OptionError, Options, is_finite_number, is_integer, resolve_device
+from meddistill.utils import Options, is_finite_number, is_integer, resolve_device
 
 T = TypeVar("T")
 
@@ -105,9 +103,12 @@ class BufferJob:
     out: str | None = None
     seed: int | None = None  # None: buffer.seed
     device: str = "auto"
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
 
     def __post_init__(self) -> None:
-        Options("", self).seeds("seed", optional=True)
+        check = Options("", self)
+        check.seeds("seed", optional=True)
+        check_tuned_for(check, self.tuned_for)
 
 
 @dataclass
@@ -126,9 +127,11 @@ class BaselineJob:
     subset_lr: float = 0.01
     seed: int = 0
     device: str = "auto"
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
 
     def __post_init__(self) -> None:
         check = Options("", self)
+        check_tuned_for(check, self.tuned_for)
         if not all(is_integer(k) and k >= 1 for k in self.ipcs):
             check.fail("ipcs", "a list of integers >= 1 (images per class of each subset)")
         if not self.ipcs and not self.full:
@@ -150,9 +153,11 @@ class EvaluateJob:
     subset_lr: float = 0.01
     seed: int = 0
     device: str = "auto"
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
 
     def __post_init__(self) -> None:
         check = Options("", self)
+        check_tuned_for(check, self.tuned_for)
         check.counts("ipc", optional=True)
         check.positive("subset_lr")
         check.seeds("seed")
@@ -180,9 +185,12 @@ class DistillJob:
     out: str | None = None
     seed: int = 0
     device: str = "auto"
+    keep_checkpoint: bool = False  # keep the distillation checkpoint once the set is saved
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
 
     def __post_init__(self) -> None:
         check = Options("", self)
+        check_tuned_for(check, self.tuned_for)
         if self.expert_optimizer is not None:
             check.choice("expert_optimizer", ("sgd", "gsam"))
         check.seeds("seed")
@@ -202,35 +210,27 @@ class CoresetJob:
     seed: int = 0
     out: str | None = None
     device: str = "auto"
+    keep_checkpoint: bool = False  # keep the distillation checkpoint once the set is saved
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
 
     def __post_init__(self) -> None:
         check = Options("", self)
+        check_tuned_for(check, self.tuned_for)
         check.counts("ipc", "feature_epochs")
         check.seeds("seed")
 
 
+def check_tuned_for(check: Options, value: str | None) -> None:
+    """`tuned_for` names a dataset (a preset's own), so the warning it triggers can name it."""
+    if value is not None and not value.strip():
+        check.fail("tuned_for", "a dataset name (the one the preset was tuned on) or null")
+
+
 def resolve(job_cls: type, data: dict[str, Any]) -> Any:
     """Build and validate a job dataclass from a merged config dict: every option of every
-    section is checked here, before any data is loaded or any folder made."""
-    return build_section(job_cls, data, "")
-
-
-def build_section(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
-    """from_dict, with an impossible value named where the user typed it.
-
-    A config class names its options by its usual section (`train.lr`); the nested sections
-    are built first here, so an error is renamed at the level that knows the full path
-    (`buffer.train.lr`, `experts.model.width`, `match.eval.batch_size`)."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        tp = hints.get(name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(tp):
-            build_section(tp, value, f"{where}.{name}" if where else name)
-    try:
-        return from_dict(cls, data, where)
-    except OptionError as exc:
-        raise exc.at(where) from None
+    section is checked here (and named as the user typed it, e.g. `experts.train.lr`),
+    before any data is loaded or any folder made."""
+    return from_dict(job_cls, data, "")
 
 
 def device_of(job: Any) -> torch.device:

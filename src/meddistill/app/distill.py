@@ -4,6 +4,7 @@ registry, save it, evaluate it, write the run folder."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,12 @@ from typing import Any
 import torch
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
-from meddistill.app.config import CoresetJob, DistillJob, build_section, device_of
+from meddistill.app.config import CoresetJob, DistillJob, device_of
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import check_ipc
-from meddistill.data.synthetic import SyntheticSet
+from meddistill.data.synthetic import META, SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
@@ -51,7 +52,6 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
     """Validate the method's options into its config and decide the DSA strategy (the
     method's `dsa_strategy` if set, else the dataset's) and the experts to make."""
     method = get_method(job.method)
-    build_section(method.config_type, job.match, "match")  # a bad value named match.<path>
     config = method.make_config(job.match)
     strategy = getattr(config, "dsa_strategy", None) or job.dataset.strategy()
     experts = None
@@ -134,41 +134,87 @@ def periodic_evaluator(plan: DistillPlan, dataset: MedicalDataset) -> Any:
     return evaluate
 
 
+def used_config(plan: DistillPlan) -> dict[str, Any]:
+    """The job as every stage ran it (config.yaml): defaults and the dataset's policies
+    applied, the device resolved, the method's full config, ONE DSA strategy written into
+    every stage, and the experts only when this run makes them (a given buffer's own
+    buffer.json says how it was made)."""
+    job = plan.job
+    used = dataclasses.replace(job, device=str(plan.device))
+    if plan.experts is not None:
+        used = dataclasses.replace(
+            used, experts=plan.experts, expert_optimizer=plan.experts.train.optimizer
+        )
+    config = to_dict(used)
+    config["match"] = to_dict(plan.config)
+    if plan.experts is None:
+        config.pop("experts")
+        config.pop("expert_optimizer")
+    return _one_strategy(config, plan.dsa_strategy)
+
+
+def _one_strategy(section: Any, strategy: str) -> Any:
+    """Every `dsa_strategy` key of a nested config set to the run's one strategy."""
+    if isinstance(section, dict):
+        return {
+            k: strategy if k == "dsa_strategy" else _one_strategy(v, strategy)
+            for k, v in section.items()
+        }
+    return section
+
+
+# Job fields that do not change the synthetic set: how it is evaluated, where it is written,
+# whether its checkpoint is kept, which dataset its preset was tuned on.
+_NOT_IDENTITY = ("eval", "final_eval", "out", "keep_checkpoint", "tuned_for")
+
+
+def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
+    """A hash of what makes the set: the used config (evaluation excepted) and the data."""
+    config = used_config(plan)
+    made_by = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    made_by["data"] = dataset_identity(plan.job.dataset, dataset)
+    return stable_hash(made_by, 16)
+
+
 def run_folder(
     plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, command: str
 ) -> RunDir:
-    """The run folder, named by dataset, method, IPC and a hash of what makes the set (the
-    evaluation settings excepted: changing only `eval.*` re-evaluates the same set); its
-    config.yaml holds what every stage of this invocation uses."""
+    """The run folder, named by dataset, method, IPC and the run identity (so changing only
+    `eval.*` finds the same folder and evaluates its set again); config.yaml holds the
+    config every stage of this invocation uses."""
     job = plan.job
-    config = {
-        "job": to_dict(job),
-        "match": to_dict(plan.config),
-        "dsa_strategy": plan.dsa_strategy,
-        "experts": to_dict(plan.experts) if plan.experts is not None else None,
-    }
-    made_by = {**config, "job": {k: v for k, v in config["job"].items() if k not in _NOT_IDENTITY}}
-    made_by["data"] = dataset_identity(job.dataset, dataset)
     name = f"{slug(dataset.name)}-{slug(plan.method.name)}-ipc{plan.ipc}"
     if job.out:
         out = Path(job.out)
     else:
-        folder = Path(runs_root) / slug(command) / f"{name}-{stable_hash(made_by, 8)}"
+        folder = Path(runs_root) / slug(command) / f"{name}-{run_identity(plan, dataset)[:8]}"
         out = inside(runs_root, folder, "run folder")
-    run = RunDir(out, config)
+    run = RunDir(out, used_config(plan))
     run.save_json("env.json", environment_info())
     return run
 
 
-# Job fields that do not change the synthetic set: how it is evaluated, where it is written.
-_NOT_IDENTITY = ("eval", "final_eval", "out")
+def finished_set(run: RunDir, run_id: str) -> SyntheticSet | None:
+    """The set a finished run of this same configuration left in the folder, or None; a set
+    made with another configuration is refused (re-evaluating it would mislabel it)."""
+    folder = run.path / "synthetic"
+    if not (folder / META).is_file():
+        return None
+    syn = SyntheticSet.load(folder)
+    if syn.meta.get("run_id") != run_id:
+        raise ConfigError(
+            f"{folder} holds a synthetic set made with another configuration; use another "
+            "--out folder, or delete it to start over"
+        )
+    return syn
 
 
 def run_distill(
     job: DistillJob, runs_root: str | Path, progress: bool = True, command: str = "distill"
 ) -> dict[str, Any]:
     """Distil a dataset with one method; write the synthetic set, grids, metrics and results
-    into runs_root/<command>/<dataset>-<method>-ipc<k>-<hash> (or job.out)."""
+    into runs_root/<command>/<dataset>-<method>-ipc<k>-<id> (or job.out). A finished run of
+    the same configuration is not made again: its set is evaluated with today's settings."""
     plan = resolve_distill(job)
     dataset = job.dataset.load()
     warning = check_before_work(plan, dataset)  # a refused run leaves nothing behind
@@ -176,17 +222,27 @@ def run_distill(
     with run_folder(plan, dataset, runs_root, command) as run:
         if warning is not None:
             run.log(warning)
-        return _distill_in(run, plan, dataset, runs_root, progress)
+        run_id = run_identity(plan, dataset)
+        syn = finished_set(run, run_id)
+        if syn is None:
+            syn = _make_set(run, plan, dataset, runs_root, progress)
+            syn.meta["run_id"] = run_id
+        else:
+            run.log(f"the set in {run.path / 'synthetic'} was made by this configuration; "
+                    "evaluating it again")  # fmt: skip
+        return _evaluate_and_record(run, plan, syn, dataset, progress)
 
 
-def _distill_in(
+def _make_set(
     run: RunDir, plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, progress: bool
-) -> dict[str, Any]:
-    """run_distill's work inside its (locked) run folder."""
+) -> SyntheticSet:
+    """Experts (made or reused) and the method's distillation, timed per stage."""
     job = plan.job
     start = time.perf_counter()
     store = expert_store(plan, dataset, runs_root, progress, run.log)
-    buffer_s = time.perf_counter() - start
+    buffer_s = round(time.perf_counter() - start, 1)
+    if store is not None:
+        run.log(f"stage buffer: {store.path} ({store.num_experts} experts) in {buffer_s} s")
     start = time.perf_counter()
     distill_run = DistillRun(
         seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,
@@ -196,13 +252,48 @@ def _distill_in(
     syn = plan.method.distill(
         dataset, plan.config, experts=store, model=job.model, device=plan.device, run=distill_run
     )
+    distill_s = round(time.perf_counter() - start, 1)
+    run.log(f"stage distill: {plan.method.name} ipc {plan.ipc} in {distill_s} s")
     if store is not None:
         syn.meta["buffer"] = str(store.path)
     syn.meta["seed"] = job.seed
+    _add_session(run, buffer_s=buffer_s, distill_s=distill_s)
+    return syn
+
+
+_TIMINGS = "timings.json"
+
+
+def _add_session(run: RunDir, **seconds: float) -> None:
+    """Record the stage times of the session that finished the set (a killed session's time
+    is not known); kept in the run folder, not in the set's meta.json, so an interrupted and
+    an uninterrupted run give identical sets."""
+    sessions = _sessions(run)
+    run.save_json(_TIMINGS, {"sessions": [*sessions, seconds]})
+
+
+def _sessions(run: RunDir) -> list[dict[str, float]]:
+    try:
+        return list(json.loads((run.path / _TIMINGS).read_text())["sessions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _total(run: RunDir, stage: str) -> float | None:
+    """A stage's recorded seconds, or None when no session recorded it."""
+    times = [s[stage] for s in _sessions(run) if isinstance(s.get(stage), int | float)]
+    return round(sum(times), 1) if times else None
+
+
+def _evaluate_and_record(
+    run: RunDir, plan: DistillPlan, syn: SyntheticSet, dataset: MedicalDataset, progress: bool
+) -> dict[str, Any]:
+    """The final evaluation (when asked) and every file of a finished run."""
+    job = plan.job
     results = {
         "method": plan.method.name, "dataset": dataset.name, "ipc": plan.ipc,
-        "syn_lr": syn.syn_lr, "buffer_s": round(buffer_s, 1),
-        "distill_s": round(time.perf_counter() - start, 1),
+        "syn_lr": syn.syn_lr, "buffer_s": _total(run, "buffer_s"),
+        "distill_s": _total(run, "distill_s"),
     }  # fmt: skip
     eval_cfg = dataclasses.replace(job.eval, dsa_strategy=plan.dsa_strategy)
     return finish_set(
@@ -210,6 +301,7 @@ def _distill_in(
         seed=derive_seed(job.seed, "final-eval"),
         lr=job.eval.lr if job.eval.lr is not None else syn.syn_lr,
         label=plan.method.name, ipc=plan.ipc, progress=progress,
+        keep_checkpoint=job.keep_checkpoint,
     )  # fmt: skip
 
 
@@ -220,6 +312,7 @@ def coreset_job_as_distill(job: CoresetJob) -> DistillJob:
         method=job.selection, dataset=job.dataset, model=job.model,
         match={"ipc": job.ipc, "feature_epochs": job.feature_epochs}, eval=job.eval,
         final_eval=job.final_eval, out=job.out, seed=job.seed, device=job.device,
+        keep_checkpoint=job.keep_checkpoint, tuned_for=job.tuned_for,
     )  # fmt: skip
 
 

@@ -12,11 +12,12 @@ from meddistill.app.config import BaselineJob, EvaluateJob, device_of
 from meddistill.app.record import evaluate_row, summary
 from meddistill.config import to_dict
 from meddistill.data.draws import check_ipc
+from meddistill.data.grids import save_class_grids
 from meddistill.data.results import write_results
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.runs import RunDir, environment_info
-from meddistill.training.baselines import baseline, random_subset
+from meddistill.training.baselines import SubsetSink, baseline, random_subset
 from meddistill.utils import derive_seed, make_generator
 
 
@@ -94,13 +95,16 @@ def _baselines_in(
     parts: list[tuple[str, int | None]] = [("full", None)] if job.full else []
     for kind, ipc in parts + [("random", ipc) for ipc in job.ipcs]:
         start = time.perf_counter()
+        sets: list[dict[str, Any]] = []
         report = baseline(
             dataset, base_spec=job.model, ipcs=[] if ipc is None else [ipc], eval_cfg=job.eval,
             full=job.full_train if kind == "full" else None, seed=job.seed,
             full_nets=job.full_nets, progress=progress, device=device,
+            on_subset=_subset_saver(run, dataset, sets),
         )  # fmt: skip
         row = {
             **_baseline_row(kind, ipc, report, job),
+            **({"sets": sets} if kind == "random" else {}),
             "wall_s": round(time.perf_counter() - start, 1),
         }
         results["rows"].append(row)
@@ -109,6 +113,30 @@ def _baselines_in(
     results["run_dir"] = str(run.path)
     write_results(run.path, results)
     return results
+
+
+def _subset_saver(run: RunDir, dataset: Any, sets: list[dict[str, Any]]) -> SubsetSink:
+    """Keep every random subset a baseline evaluates as a synthetic-set folder with class grids
+    (RUN/random_ipc<K>/draw_<J>/synthetic and .../grids), so it can be exported, audited and
+    shown like a distilled set; each saved folder is listed in `sets`."""
+
+    def save(ipc: int, draw: int, seed: int, index: Any, images: Any, labels: Any) -> None:
+        folder = run.path / f"random_ipc{ipc}" / f"draw_{draw}"
+        syn = SyntheticSet(
+            images=images, labels=labels, normalization=dataset.normalization,
+            class_names=list(dataset.class_names), dataset=dataset.name,
+            source_id=dataset.source_id, syn_lr=None,  # a real subset learned no step size
+            meta={"method": "random", "seed": int(seed), "ipc": int(ipc), "draw": int(draw),
+                  "train_indices": index.tolist()},
+        )  # fmt: skip
+        syn.save(folder / "synthetic")
+        save_class_grids(images, labels, syn.class_names, syn.normalization, folder / "grids")
+        sets.append(
+            {"draw": draw, "seed": int(seed), "synthetic": str(folder / "synthetic"),
+             "grids": str(folder / "grids")}
+        )  # fmt: skip
+
+    return save
 
 
 def run_export(synthetic: str | Path, out: str | Path) -> Path:

@@ -15,6 +15,7 @@ from meddistill.data.dataset import MedicalDataset
 from meddistill.data.grids import save_class_grids
 from meddistill.data.results import RESULTS_FILE, write_results
 from meddistill.data.synthetic import SyntheticSet
+from meddistill.matching.loop import CHECKPOINT
 from meddistill.models.spec import ModelSpec
 from meddistill.runs import RunDir, slug
 from meddistill.training.evaluate import EvalConfig, evaluate_set
@@ -73,14 +74,19 @@ def finish_set(
     label: str,
     ipc: int,
     progress: bool,
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
-    """Save a made set (synthetic/, grids/), evaluate it when asked, write results.json.
+    """Save a made set (synthetic/, grids/), drop its checkpoint (unless kept), evaluate it
+    when asked, write results.json and log the results table.
 
     Evaluating the same set again with other settings keeps the earlier results as
     results.<eval id>.json; the same settings again replace their own metrics record."""
     out = run.path
     syn.save(out / "synthetic")
     save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
+    if not keep_checkpoint:  # the set is saved: the checkpoint only costs disk from here on
+        for checkpoint in out.rglob(CHECKPOINT):
+            checkpoint.unlink()
     eval_id = stable_hash(to_dict(eval_cfg), 8) if eval_cfg is not None else None
     results.update(
         {"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": [], "eval_id": eval_id}
@@ -93,10 +99,42 @@ def finish_set(
         results["rows"].append(row)
         run.drop_metrics(stage="final_eval", eval_id=eval_id)
         run.metric(stage="final_eval", eval_id=eval_id, **summary(row))
+        run.log(f"stage final evaluation ({eval_id}) in {row.get('wall_s')} s:\n"
+                f"{results_table(results['rows'])}")  # fmt: skip
     _keep_other_evaluation(out, eval_id)
     write_results(run.path, results)
+    run.log(set_line(results))
+    run.log(f"results: {out / RESULTS_FILE}")
     run.close()
     return results
+
+
+def _mean_std(stats: dict[str, Any], key: str, scale: float, digits: int) -> str:
+    """'mean ± std' of a results entry; 'n/a' where it is undefined (null, e.g. the AUC of a
+    test split holding one class)."""
+    mean, std = stats.get(f"{key}_mean"), stats.get(f"{key}_std")
+    if mean is None:
+        return "n/a"
+    return f"{scale * mean:.{digits}f} ± {scale * (std or 0.0):.{digits}f}"
+
+
+def set_line(results: dict[str, Any]) -> str:
+    """Where the set is and its learned step size (when the method learns one)."""
+    lr = results.get("syn_lr")
+    step = f"  (learned step size {lr:.4g})" if lr is not None else ""
+    return f"synthetic set: {results['synthetic']}{step}"
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """The results table stdout and log.txt show: one line per set and architecture."""
+    lines = [f"{'set':<10} {'ipc':>5} {'arch':<10} {'acc (%)':>15} {'auc':>15} {'wall s':>8}"]
+    for row in rows:
+        for arch, stats in row["archs"].items():
+            ipc = "-" if row.get("ipc") is None else str(row["ipc"])
+            acc, auc = _mean_std(stats, "acc", 100, 2), _mean_std(stats, "auc", 1, 3)
+            wall = row.get("wall_s", 0)
+            lines.append(f"{row['set']:<10} {ipc:>5} {arch:<10} {acc:>15} {auc:>15} {wall:>8}")
+    return "\n".join(lines)
 
 
 def _keep_other_evaluation(out: Path, eval_id: str | None) -> None:

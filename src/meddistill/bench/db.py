@@ -73,6 +73,7 @@ from meddistill.bench.access import (
 )
 from meddistill.errors import ArtifactError
 from meddistill.memory import proc_status_kb, reset_peak_rss
+from meddistill.utils import json_text
 
 SCHEMA_VERSION = 2
 # The oldest version a reader understands without migrating (version 2 only added `claims`).
@@ -520,7 +521,7 @@ class ResultsDB:
         now = _now()
         values = {
             **{c: getattr(art, c) for c in _ARTIFACT_COLS},
-            "config": json.dumps(art.config, sort_keys=True, default=str),
+            "config": json_text(art.config, sort_keys=True),
             "path": self._store_path(art.path),
             "created": art.created or now,
             "updated": now,
@@ -570,7 +571,7 @@ class ResultsDB:
         with self._tx():
             self._conn.execute(
                 "INSERT INTO evals (id, config) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-                (eval_id, json.dumps(config, sort_keys=True, default=str)),
+                (eval_id, json_text(config, sort_keys=True)),
             )
 
     def eval_config(self, eval_id: str) -> dict[str, Any] | None:

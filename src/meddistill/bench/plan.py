@@ -24,7 +24,7 @@ from meddistill.utils import derive_seed, stable_hash
 
 DEFAULT_FULL_TRAIN: dict[str, Any] = {"epochs": 30, "lr": 0.01, "batch_size": 256}
 # Keys that say where or on what a job runs, not what it makes: left out of every identity.
-_EXECUTION_KEYS = ("out", "device")
+_EXECUTION_KEYS = ("out", "device", "keep_checkpoint", "tuned_for")
 
 
 @dataclass

@@ -126,8 +126,10 @@ def _not_found(name: str, size: int, root: str | os.PathLike[str] | None) -> Dat
     dirs = search_dirs(root)
     url = file_facts(name, size)["url"]
     return DatasetNotFoundError(
-        f"{file_name(name, size)} not found in {' or '.join(map(str, dirs))}; rerun with "
-        f"--download (download=True) to fetch it into {dirs[0]}, or download {url} there by hand"
+        f"{file_name(name, size)} not found in {' or '.join(map(str, dirs))}; point at the "
+        f"folder holding it with --data-root DIR, dataset.root=DIR in a config (root= in "
+        f"Python) or ${DATA_ENV} (default ~/.medmnist), or rerun with --download "
+        f"(download=True) to fetch it into {dirs[0]}, or download {url} there by hand"
     )
 
 

@@ -165,9 +165,11 @@ def find_folder_root(preset: FolderPreset, root: str | os.PathLike[str] | None) 
         if d.is_dir():
             return d
     raise DatasetNotFoundError(
-        f"{preset.name} not found; searched {', '.join(map(str, dirs))}; download it from "
-        f"{preset.url} (cannot be fetched automatically) and unpack it to {dirs[0]}, or pass "
-        "its folder with --data-root"
+        f"{preset.name} not found; searched {', '.join(map(str, dirs))}; point at its folder "
+        f"(or the folder holding it) with --data-root DIR, dataset.root=DIR in a config (root= "
+        f"in Python) or ${mm.DATA_ENV} (default {DEFAULT_FOLDER_HOME}), or download it from "
+        f"{preset.url} and unpack it to {dirs[0]} (--download cannot fetch it: its host needs "
+        "a login or a licence click)"
     )
 
 
@@ -206,7 +208,7 @@ def _load_folder_path(
     _check_kw(name, kw, FOLDER_KW)
     return load_image_folder(
         path,
-        name=f"folder:{Path(path).expanduser().resolve()}",
+        name=f"folder:{os.path.realpath(os.path.expanduser(path))}",  # no raise on a link loop
         size=_folder_size(name, size, resize_to),
         channels=3 if channels is None else int(channels),
         split_seed=split_seed,

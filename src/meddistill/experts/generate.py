@@ -24,8 +24,10 @@ from meddistill.experts.store import (
     FORMAT,
     FORMAT_VERSION,
     META_FILE,
+    NO_VAL_NOTE,
     TrajectoryStore,
     read_meta,
+    record_expert_summaries,
     write_expert,
 )
 from meddistill.locking import folder_lock
@@ -124,12 +126,18 @@ def train_expert(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[torch.Tensor, dict[str, Any], int]:
-    """Train expert `index`; return (trajectory [E+1, P] in cfg.dtype on CPU, history, seed)."""
+    """Train expert `index`; return (trajectory [E+1, P] in cfg.dtype on CPU, history, seed).
+
+    Training is watched on the validation split (choose on validation); the test split is
+    evaluated once, on the final network, as a number to report. Without a validation split
+    nothing held out is watched per epoch, and the history says so (never the test split).
+    """
     seed = derive_seed(cfg.seed, "expert", index)
     dtype = _DTYPES[cfg.dtype]
     model = _build(dataset, cfg, seed, device)
     rows = [flatten_params(model).to("cpu", dtype)]
-    init = evaluate_model(model, dataset.test.images, dataset.test.labels)
+    val = dataset.val
+    init = evaluate_model(model, val.images, val.labels) if val is not None else None
 
     def record(epoch: int, net: nn.Module) -> None:
         rows.append(flatten_params(net).to("cpu", dtype))
@@ -140,18 +148,37 @@ def train_expert(
         dataset.train.labels,
         cfg.train,
         generator=make_generator(derive_seed(seed, "train")),
-        test_split=dataset.test,
-        eval_every=1,
+        test_split=val,  # the loop's held-out split, here the validation split
+        eval_every=1 if val is not None else 0,
         on_epoch=record,
         progress=f"expert {index}" if progress else False,
     )
-    history = {
-        "test_acc": [init["acc"]] + [h["test_acc"] for h in result.history],
-        "test_auc": [init["auc"]] + [h["test_auc"] for h in result.history],
-        "train_loss": [None] + [h["loss"] for h in result.history],
-        "train_acc": [None] + [h["acc"] for h in result.history],
+    final_test = evaluate_model(model, dataset.test.images, dataset.test.labels)
+    return torch.stack(rows), _history(result.history, init, final_test), seed
+
+
+def _history(
+    epochs: list[dict[str, float]],
+    init: dict[str, float] | None,
+    final_test: dict[str, float],
+) -> dict[str, Any]:
+    """The expert-file history: index e = after epoch e (0 = initialisation). The loop names
+    its held-out metrics test_*; here they were measured on the validation split."""
+    history: dict[str, Any] = {
+        "held_out": "val" if init is not None else None,
+        "train_loss": [None] + [h["loss"] for h in epochs],
+        "train_acc": [None] + [h["acc"] for h in epochs],
+        "val_acc": None,
+        "val_auc": None,
+        "final_test_acc": final_test["acc"],
+        "final_test_auc": final_test["auc"],
     }
-    return torch.stack(rows), history, seed
+    if init is not None:
+        history["val_acc"] = [init["acc"]] + [h["test_acc"] for h in epochs]
+        history["val_auc"] = [init["auc"]] + [h["test_auc"] for h in epochs]
+    else:
+        history["held_out_note"] = NO_VAL_NOTE
+    return history
 
 
 def generate_buffer(
@@ -178,6 +205,7 @@ def _generate(
 ) -> TrajectoryStore:
     """generate_buffer's work, under the folder's lock."""
     _prepare_folder(out, dataset, cfg)
+    record_expert_summaries(out)  # experts finished before a kill, or by an older meddistill
     store = TrajectoryStore(out)
     todo = [i for i in range(cfg.num_experts) if i not in set(store.expert_ids)]
     data = dataset.to(device)
@@ -195,6 +223,14 @@ def _generate(
             write_expert(
                 out, index, trajectory, buffer_id=store.buffer_id, seed=seed, history=history
             )
+            record_expert_summaries(out)
             bar.update(1)
-            bar.set_postfix(test_acc=f"{100 * history['test_acc'][-1]:.1f}%")
+            bar.set_postfix(_postfix(history))
     return TrajectoryStore(out)
+
+
+def _postfix(history: dict[str, Any]) -> dict[str, str]:
+    """The progress bar shows validation accuracy, or train accuracy without a val split."""
+    if history.get("val_acc"):
+        return {"val_acc": f"{100 * history['val_acc'][-1]:.1f}%"}
+    return {"train_acc": f"{100 * history['train_acc'][-1]:.1f}%"}

@@ -3,11 +3,16 @@
 A buffer is a folder:
   buffer.json                    what produced it: dataset (name, source_id, normalisation),
                                  network spec and parameter layout, optimiser and its settings,
-                                 seed, dtype, P, E, package version, buffer_id
+                                 seed, dtype, P, E, package version, buffer_id; and
+                                 `experts`, one summary per finished expert (index, seed, final
+                                 train / val accuracy, final_test_acc, per-epoch val_acc),
+                                 rewritten atomically after each expert
   expert_000.safetensors, ...    one per finished expert: tensor "trajectory" [E + 1, P]
                                  (row e = all parameters after epoch e, flattened in
                                  named_parameters() order) and, in the safetensors header, the
-                                 expert's seed, buffer_id and per-epoch test accuracy
+                                 expert's seed, buffer_id and history: per-epoch train loss /
+                                 accuracy and validation accuracy / AUC, and the test accuracy
+                                 of the final network only (older buffers: per-epoch test_acc)
 
 Each expert file is written atomically when the expert finishes, so a file that exists is
 complete. Reading one snapshot uses safetensors' memory map and `get_slice`: only the bytes of
@@ -30,7 +35,7 @@ from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError, ExpertBufferError
 from meddistill.models import ModelSpec, ParamLayout
-from meddistill.utils import atomic_path
+from meddistill.utils import atomic_path, json_text, write_json_atomic
 
 FORMAT = "meddistill-expert-buffer"
 FORMAT_VERSION = 1
@@ -39,6 +44,11 @@ TENSOR = "trajectory"
 _EXPERT_RE = re.compile(r"^expert_(\d{3,})\.safetensors$")
 _REMAKE = "make a new buffer with `meddistill buffer ...`"
 _FILE_DTYPES = {"float32": "F32", "float16": "F16"}  # buffer.json dtype -> safetensors dtype
+NO_VAL_NOTE = (
+    "the dataset has no validation split: no held-out accuracy was measured per epoch (the test "
+    "split is not used to watch training); only final_test_acc, once, on the final network"
+)
+OLD_HELD_OUT = "test (older buffer: accuracy measured on the test split every epoch)"
 
 
 def expert_filename(index: int) -> str:
@@ -61,7 +71,7 @@ def write_expert(
         "buffer_id": buffer_id,
         "expert": str(index),
         "seed": str(seed),
-        "history": json.dumps(history),
+        "history": json_text(history),
     }
     with atomic_path(path) as tmp:
         save_file({TENSOR: trajectory.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
@@ -130,6 +140,7 @@ _META_FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("param_layout", True, lambda v: isinstance(v, dict), "an object"),
     ("param_layout.names", True, _list_of(_is_name), "a list of parameter names"),
     ("param_layout.shapes", True, _list_of(_list_of(_int_at_least(0))), "a list of shapes"),
+    ("experts", False, _list_of(lambda v: isinstance(v, dict)), "a list of expert summaries"),
 )
 _MISSING = object()
 
@@ -170,6 +181,46 @@ def validate_buffer_meta(meta: Any, path: Path) -> None:
             f"{path} has {len(layout['names'])} parameter names but "
             f"{len(layout['shapes'])} shapes in param_layout; {fix}"
         )
+    _check_expert_summaries(meta.get("experts", []), path, fix)
+
+
+def _is_fraction_or_null(value: Any) -> bool:
+    return value is None or (_is_number(value) and 0.0 <= value <= 1.0)
+
+
+# Every key of an `experts` entry and what it must be (each entry has all of them).
+_SUMMARY_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("index", _int_at_least(0), "an integer >= 0"),
+    ("seed", _is_int, "an integer"),
+    ("held_out", lambda v: v is None or isinstance(v, str), "a string or null"),
+    ("final_train_acc", _is_fraction_or_null, "a fraction in [0, 1] or null"),
+    ("final_val_acc", _is_fraction_or_null, "a fraction in [0, 1] or null"),
+    ("final_test_acc", _is_fraction_or_null, "a fraction in [0, 1] or null"),
+    (
+        "val_acc",
+        lambda v: v is None or _list_of(_is_fraction_or_null)(v),
+        "a list of fractions (one per epoch) or null",
+    ),
+)
+
+
+def _check_expert_summaries(entries: list[dict[str, Any]], path: Path, fix: str) -> None:
+    """The optional `experts` list: every field a reader uses, and one entry per expert."""
+    seen: set[int] = set()
+    for i, entry in enumerate(entries):
+        for key, ok, expected in _SUMMARY_FIELDS:
+            if key not in entry:
+                raise ExpertBufferError(f"{path} lacks 'experts[{i}].{key}' ({expected}); {fix}")
+            if not ok(entry[key]):
+                raise ExpertBufferError(
+                    f"{path} has experts[{i}].{key} = {_show(entry[key])}, expected {expected}; "
+                    f"{fix}"
+                )
+        if entry["index"] in seen:
+            raise ExpertBufferError(
+                f"{path} lists expert {entry['index']} twice in 'experts'; {fix}"
+            )
+        seen.add(entry["index"])
 
 
 def _show(value: Any) -> str:
@@ -310,7 +361,9 @@ class TrajectoryStore:
             )
 
     def history(self, expert: int) -> dict[str, Any]:
-        """Per-epoch test accuracy / AUC (index e = after epoch e) and train loss of an expert."""
+        """An expert's history as written (index e = after epoch e): train_loss / train_acc,
+        val_acc / val_auc and final_test_acc; older buffers hold per-epoch test_acc instead.
+        `summary` reads either."""
         file = self._file(expert)
         with safe_open(str(file), framework="pt") as fh:
             header = fh.metadata() or {}
@@ -319,6 +372,10 @@ class TrajectoryStore:
     def expert_seed(self, expert: int) -> int:
         with safe_open(str(self._file(expert)), framework="pt") as fh:
             return int((fh.metadata() or {})["seed"])
+
+    def summary(self, expert: int) -> dict[str, Any]:
+        """The expert's `experts` entry of buffer.json, made from its file (any format)."""
+        return expert_summary(expert, self.expert_seed(expert), self.history(expert))
 
     # Compatibility ---------------------------------------------------------------------
     def check_compatible(self, dataset: MedicalDataset, spec: ModelSpec) -> None:
@@ -351,6 +408,58 @@ class TrajectoryStore:
             f"TrajectoryStore({str(self.path)!r}, experts={self.num_experts}, "
             f"epochs={self.epochs}, params={self.num_params}, dtype={self.dtype})"
         )
+
+
+def _fraction(value: Any) -> float | None:
+    """An accuracy from a history as written, or None (missing, null, not a fraction)."""
+    return value if _is_number(value) and 0.0 <= value <= 1.0 else None
+
+
+def _last(values: Any) -> float | None:
+    return _fraction(values[-1]) if isinstance(values, list) and values else None
+
+
+def expert_summary(index: int, seed: int, history: dict[str, Any]) -> dict[str, Any]:
+    """One `experts` entry of buffer.json from an expert file's history. An older history
+    (per-epoch test_acc) still reads: its last test_acc is the final network's test accuracy,
+    and it has no validation numbers."""
+    entry: dict[str, Any] = {
+        "index": int(index),
+        "seed": int(seed),
+        "final_train_acc": _last(history.get("train_acc")),
+    }
+    if "final_test_acc" not in history and "test_acc" in history:
+        return {
+            **entry,
+            "held_out": OLD_HELD_OUT,
+            "final_val_acc": None,
+            "final_test_acc": _last(history.get("test_acc")),
+            "val_acc": None,
+        }
+    val = history.get("val_acc")
+    held_out = history.get("held_out")
+    entry.update(
+        held_out=held_out if isinstance(held_out, str) else None,
+        final_val_acc=_last(val),
+        final_test_acc=_fraction(history.get("final_test_acc")),
+        val_acc=[_fraction(v) for v in val] if isinstance(val, list) else None,
+    )
+    if entry["held_out"] is None:
+        entry["note"] = NO_VAL_NOTE
+    return entry
+
+
+def record_expert_summaries(folder: str | Path) -> list[dict[str, Any]]:
+    """Rewrite buffer.json's `experts` from the finished expert files (atomically, and only
+    when it changed): built from the files, it also covers experts finished before a kill
+    between an expert file and this write, and those of an older meddistill."""
+    store = TrajectoryStore(folder)
+    entries = [store.summary(i) for i in store.expert_ids]
+    if store.meta.get("experts") != entries:
+        meta = {**store.meta, "experts": entries}
+        validate_buffer_meta(meta, store.path / META_FILE)
+        write_json_atomic(store.path / META_FILE, meta)
+    return entries
 
 
 def _spec_text(spec: dict[str, Any]) -> str:

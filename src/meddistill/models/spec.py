@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meddistill.utils import OptionError, Options
+from meddistill.errors import OptionError
+from meddistill.utils import Options
 
 NORMS = ("instancenorm", "batchnorm", "groupnorm", "layernorm", "none")
 ACTS = ("relu", "leakyrelu", "sigmoid", "gelu")

@@ -9,8 +9,8 @@ Every function is pure: data in, two files out (`out` with suffix .png, and the 
 with .csv or .json), written atomically. Numbers are saved beside each figure so that a
 figure can be redrawn or checked without re-running anything.
 
-matplotlib is optional (`pip install meddistill[plots]`); it is imported only here, through
-its object-oriented API (Figure + Agg canvas), so nothing changes pyplot's global state.
+matplotlib (a dependency of meddistill) is imported only here, through its object-oriented
+API (Figure + Agg canvas): headless, and nothing changes pyplot's global state.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class Analysis:
 
 
 def have_matplotlib() -> bool:
-    """Whether figures can be drawn here (the report leaves them out, with a note, if not)."""
+    """Whether figures can be drawn here: matplotlib is a dependency, but a broken or partial
+    install should cost the figures (with a note), not the whole page."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -65,8 +66,8 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.figure import Figure
     except ImportError:
         raise ConfigError(
-            "analysis figures need matplotlib, which is not installed; run "
-            "`pip install meddistill[plots]` (or pip install matplotlib)"
+            "analysis figures need matplotlib, a dependency of meddistill that cannot be "
+            "imported here; run `pip install matplotlib`"
         ) from None
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -178,60 +179,140 @@ def loss_keys(records: Records) -> list[str]:
     return sorted(keys, key=lambda k: (k != "loss", k != "match_loss", k))
 
 
-def loss_curves(
-    metrics_records: RunRecords,
-    out: str | Path,
-    keys: Sequence[str] | None = None,
-    smooth: int | None = None,
-) -> Analysis:
-    """One panel per loss term against iteration; one line per run when given {label: records}.
+# Per-iteration quantities other than losses: (panel title, factor the value is drawn with).
+STEP_CURVES = {
+    "mask_utilisation": ("mask coverage (% of parameters matched)", 100.0),
+    "syn_lr": ("learned step size", 1.0),
+}
 
-    keys: default loss_keys() over all runs. smooth: width of a trailing moving average drawn
-    over the faint raw curve (None: 1/25 of the iterations once there are 100 or more; 0: off).
-    Data: CSV run,iteration,skipped,<keys...> of the raw values.
-    """
+
+def step_keys(records: Records) -> list[str]:
+    """The STEP_CURVES keys worth a panel: the learned step size whenever recorded, the mask
+    coverage when it is ever below 1 (a method without a mask records 1.0 throughout)."""
+    steps = distill_records(records)
+    values = {k: [v for r in steps if (v := _number(r.get(k))) is not None] for k in STEP_CURVES}
+    keys = []
+    if any(v < 1.0 for v in values["mask_utilisation"]):
+        keys.append("mask_utilisation")
+    if values["syn_lr"]:
+        keys.append("syn_lr")
+    return keys
+
+
+def _distill_runs(metrics_records: RunRecords) -> dict[str, list[Mapping[str, Any]]]:
     runs = {label: distill_records(recs) for label, recs in _runs(metrics_records).items()}
     runs = {label: recs for label, recs in runs.items() if recs}
     if not runs:
         raise ConfigError("no 'distill' records to plot; give the metrics.jsonl of a distillation")
-    if keys is None:
-        found: list[str] = []
-        for recs in runs.values():
-            found += [k for k in loss_keys(recs) if k not in found]
-        keys = found or ["loss"]
-    png, data = _paths(out, ".csv")
+    return runs
+
+
+def _save_step_csv(path: Path, runs: Mapping[str, Records], keys: Sequence[str]) -> None:
+    """CSV run,iteration,skipped,<keys...> of the raw values."""
     rows = [
         [label, int(r["iteration"]), bool(r.get("skipped", False))]
         + [_number(r.get(k)) for k in keys]
         for label, recs in runs.items()
         for r in recs
     ]
-    _save_csv(data, ["run", "iteration", "skipped", *keys], rows)
+    _save_csv(path, ["run", "iteration", "skipped", *keys], rows)
 
+
+def _draw_curve(
+    ax: Any, recs: Records, key: str, factor: float, color: str, window: int, name: str | None
+) -> float:
+    """One run's curve of `key`, with a moving average over a faint raw line when window > 1;
+    returns its smallest value (inf when it has none)."""
+    x = np.array([r["iteration"] for r in recs], dtype=float)
+    y = factor * np.array([np.nan if (v := _number(r.get(key))) is None else v for r in recs])
+    if window > 1:
+        ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(x, _smooth(y, window), color=color, linewidth=1.6, label=name)
+    else:
+        ax.plot(x, y, color=color, linewidth=1.4, label=name)
+    finite = y[np.isfinite(y)]
+    return float(finite.min()) if finite.size else math.inf
+
+
+def _curve_figure(
+    runs: Mapping[str, Records],
+    keys: Sequence[str],
+    titles: Mapping[str, tuple[str, float]],
+    smooth: int | None,
+    log: bool,
+    png: Path,
+) -> None:
+    """One panel per key against iteration, one line per run; a linear y axis unless `log`
+    (then every panel says so in its title)."""
     fig = _figure(4.2 * len(keys), 3.2)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys, strict=True):
-        positive = True
+        title, factor = titles.get(key, (key.replace("_", " "), 1.0))
+        low = math.inf
         for i, (label, recs) in enumerate(runs.items()):
-            x = np.array([r["iteration"] for r in recs], dtype=float)
-            y = np.array([np.nan if (v := _number(r.get(key))) is None else v for r in recs])
-            positive &= bool(np.all(y[np.isfinite(y)] > 0))
-            window = (len(y) // 25 if len(y) >= 100 else 0) if smooth is None else smooth
-            color = f"C{i % 10}"
+            n = len(recs)
+            window = (n // 25 if n >= 100 else 0) if smooth is None else smooth
             name = None if label == SINGLE_RUN else label
-            if window > 1:
-                ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
-                ax.plot(x, _smooth(y, window), color=color, linewidth=1.6, label=name)
-            else:
-                ax.plot(x, y, color=color, linewidth=1.4, label=name)
-        if positive:
+            low = min(low, _draw_curve(ax, recs, key, factor, f"C{i % 10}", window, name))
+        if log:
             ax.set_yscale("log")
-        ax.set_title(key.replace("_", " "))
+            title += " (log scale)"
+        elif key == "mask_utilisation":
+            ax.set_ylim(0, 100)
+        elif low >= 0:
+            ax.set_ylim(bottom=0)  # a loss near 0 is seen as near 0, not as the axis' floor
+        ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
         if len(runs) > 1:
             ax.legend(fontsize="small")
     _save_figure(fig, png)
+
+
+def loss_curves(
+    metrics_records: RunRecords,
+    out: str | Path,
+    keys: Sequence[str] | None = None,
+    smooth: int | None = None,
+    log: bool = False,
+) -> Analysis:
+    """One panel per loss term against iteration; one line per run when given {label: records}.
+
+    keys: default loss_keys() over all runs. smooth: width of a trailing moving average drawn
+    over the faint raw curve (None: 1/25 of the iterations once there are 100 or more; 0: off).
+    The y axis is linear unless log=True: on a log axis a loss that starts near 0 (HoP-TM's
+    mask covers a few % of the parameters at first) reads as a loss that keeps rising.
+    Data: CSV run,iteration,skipped,<keys...> of the raw values.
+    """
+    runs = _distill_runs(metrics_records)
+    if keys is None:
+        found: list[str] = []
+        for recs in runs.values():
+            found += [k for k in loss_keys(recs) if k not in found]
+        keys = found or ["loss"]
+    png, data = _paths(out, ".csv")
+    _save_step_csv(data, runs, keys)
+    _curve_figure(runs, keys, {}, smooth, log, png)
+    return Analysis(png, data)
+
+
+def step_curves(
+    metrics_records: RunRecords,
+    out: str | Path,
+    keys: Sequence[str] | None = None,
+    smooth: int | None = None,
+) -> Analysis:
+    """The mask coverage (in %) and the learned step size against iteration, linear axes: what
+    explains a loss curve (a growing mask raises the matched loss). keys: default step_keys()
+    of the first run. Data: CSV run,iteration,skipped,<keys...> of the raw values (coverage as
+    a fraction in [0, 1])."""
+    runs = _distill_runs(metrics_records)
+    keys = list(keys) if keys is not None else step_keys(next(iter(runs.values())))
+    if not keys:
+        raise ConfigError("the distill records hold no mask coverage or learned step size")
+    png, data = _paths(out, ".csv")
+    _save_step_csv(data, runs, keys)
+    _curve_figure(runs, keys, STEP_CURVES, smooth, False, png)
     return Analysis(png, data)
 
 

@@ -54,6 +54,8 @@ th, td {{ border: 1px solid #d3d8de; padding: 4px 9px; text-align: center; }}
 thead th {{ background: #eef2f7; }}
 tbody th {{ text-align: left; font-weight: 600; background: #fafbfc; }}
 tr.rule td, tr.rule th {{ border-bottom: 2px solid #8a939d; }}
+p.note code {{ display: block; margin-top: 4px; color: #1b1f24; white-space: pre-wrap;
+  word-break: break-all; }}
 p.note {{ color: #6b4e00; background: #fff7dc; border: 1px solid #f0dc9a; padding: 6px 10px;
   border-radius: 4px; }}
 details {{ margin: 6px 0; }}
@@ -153,9 +155,11 @@ def block(css_class: str, parts: Iterable[str]) -> str:
     return f'<div class="{css_class}">{"".join(parts)}</div>'
 
 
-def note(text: str) -> str:
-    """A highlighted line saying why something is missing and what to do."""
-    return f'<p class="note">{esc(text)}</p>'
+def note(text: str, command: str | None = None) -> str:
+    """A highlighted line saying why something is missing and what to do (a command to copy,
+    on its own line, when given)."""
+    code = f"<code>{esc(command)}</code>" if command else ""
+    return f'<p class="note">{esc(text)}{code}</p>'
 
 
 def details(summary: str, text: str) -> str:

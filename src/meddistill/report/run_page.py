@@ -31,6 +31,7 @@ from meddistill.report.page import (
     pct,
     section,
 )
+from meddistill.report.run_context import context_section, full_data_card
 from meddistill.report.run_folder import RunFolder
 
 LOG_TAIL = 60
@@ -41,8 +42,12 @@ def run_page(folder: Path, figures: bool) -> str:
     run = RunFolder.read(folder)
     out_dir = folder / ANALYSIS_DIR
     title, subtitle = _run_title(run)
-    body = [section("summary", "Key numbers", [cards(_run_cards(run))])]
+    ctx, full_card = full_data_card(run)
+    items = _run_cards(run)
+    at = 2 if run.rows() and run.rows()[0].archs else 0  # after the headline accuracy and AUC
+    body = [section("summary", "Key numbers", [cards(items[:at] + full_card + items[at:])])]
     for part in (
+        context_section(run, ctx),
         _images_section(run, out_dir),
         _analysis_section(run, out_dir, figures),
         _evaluation_section(run),
@@ -83,10 +88,11 @@ def _run_cards(run: RunFolder) -> list[tuple[str, Any]]:
         done = int(steps[-1]["iteration"]) + 1
         items.append(("iterations", f"{done} / {planned}" if planned else str(done)))
     res = run.results
+    total = sum(float(r.get("seconds") or 0.0) for r in steps)
     if res is not None and res.distill_s is not None:
-        items.append(("distillation time", duration(res.distill_s)))
+        # A resumed run's distill_s counts its last session only; its steps count them all.
+        items.append(("distillation time", duration(max(res.distill_s, total))))
     elif steps:
-        total = sum(float(r.get("seconds") or 0.0) for r in steps)
         items.append(("distillation time", duration(total)))
     if res is not None and res.buffer_s is not None and res.buffer_s > 0:
         items.append(("expert buffer time", duration(res.buffer_s)))
@@ -94,7 +100,9 @@ def _run_cards(run: RunFolder) -> list[tuple[str, Any]]:
     if syn_lr is None:  # none in results.json (a coreset): the saved set's
         syn_lr = (run.meta or {}).get("syn_lr")
     if isinstance(syn_lr, int | float):
-        items.append(("learned step size", f"{syn_lr:.4g}"))
+        learned = any("syn_lr" in r for r in steps)  # trajectory methods learn it; DM keeps it
+        label = "learned step size" if learned else "evaluation step size (not learned)"
+        items.append((label, f"{syn_lr:.4g}"))
     if run.meta and isinstance(run.meta.get("num_images"), int):
         shape = "×".join(str(s) for s in run.meta.get("image_shape", []))
         items.append(("synthetic images", f"{run.meta['num_images']} of {shape}"))
@@ -154,7 +162,12 @@ def _analysis_section(run: RunFolder, out_dir: Path, figures: bool) -> str | Non
         if figs:
             parts.append(block("figures", figs))
     elif figures:
-        parts.append(note("figures need matplotlib: pip install meddistill[plots]"))
+        parts.append(
+            note(
+                "no figures: matplotlib, a dependency of meddistill, cannot be imported here; "
+                "repair it with `pip install matplotlib`"
+            )
+        )
     mmd = _final_set_mmd(run)
     if mmd:
         parts.append(mmd)
@@ -165,8 +178,7 @@ def _run_figures(run: RunFolder, out_dir: Path) -> list[str]:
     folder = run.path
     parts: list[str] = []
     if analyses.distill_records(run.records):
-        res = analyses.loss_curves(run.records, out_dir / "loss_curves")
-        parts.append(figure(folder, res, "Loss terms during matching, by iteration"))
+        parts += _step_figures(run, out_dir)
     if any(not p["final"] for p in analyses.eval_points(run.records)):
         res = analyses.accuracy_vs_time(run.records, out_dir / "accuracy_vs_time")
         parts.append(figure(folder, res, "Test accuracy against distillation time"))
@@ -182,6 +194,25 @@ def _run_figures(run: RunFolder, out_dir: Path) -> list[str]:
     mmd = _mmd_over_run(run, out_dir)
     if mmd:
         parts.append(mmd)
+    return parts
+
+
+def _step_figures(run: RunFolder, out_dir: Path) -> list[str]:
+    """The loss terms (linear axes), then the mask coverage and learned step size if recorded."""
+    folder = run.path
+    step = analyses.step_keys(run.records)
+    caption = "Loss terms by iteration (linear axes)"
+    if "mask_utilisation" in step:
+        caption += (
+            ". With a mask, the matching loss is measured over the masked (easy) parameters "
+            "only: it starts near 0 and rises as the mask admits harder ones (see the mask "
+            "coverage), which is expected, not divergence"
+        )
+    parts = [figure(folder, analyses.loss_curves(run.records, out_dir / "loss_curves"), caption)]
+    if step:
+        res = analyses.step_curves(run.records, out_dir / "step_curves", keys=step)
+        names = [analyses.STEP_CURVES[k][0].split(" (")[0] for k in step]
+        parts.append(figure(folder, res, f"{' and '.join(names).capitalize()} by iteration"))
     return parts
 
 

@@ -3,6 +3,7 @@ random real subsets of k images per class ("random" in the papers' tables)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from tqdm.auto import tqdm
 
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
+from meddistill.data.draws import draw_per_class
 from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec
 from meddistill.training.config import TrainConfig
@@ -17,13 +19,11 @@ from meddistill.training.evaluate import EvalConfig, evaluate_set, mean_std, tra
 from meddistill.utils import derive_seed, make_generator
 
 
-def random_subset(
+def random_subset_indices(
     dataset: MedicalDataset, ipc: int, *, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`ipc` distinct real training images per class, drawn with `generator`, class by class.
-
-    Returns (images [C * ipc, ...], int64 labels [C * ipc]) ordered by class.
-    """
+) -> torch.Tensor:
+    """Train-split indices of `ipc` distinct images per class, drawn with `generator` class by
+    class (meddistill.data.draws, the draw every command shares); ordered by class."""
     if int(ipc) != ipc or ipc < 1:
         raise ConfigError(f"ipc must be a positive integer, got {ipc!r}")
     counts = dataset.class_counts("train")
@@ -33,13 +33,28 @@ def random_subset(
                 f"ipc={ipc} is larger than class '{dataset.class_names[c]}' (index {c}) of dataset "
                 f"'{dataset.name}', which has {count} training images; choose ipc <= {min(counts)}"
             )
-    chosen = []
-    for idx in dataset.class_indices("train"):
-        perm = torch.randperm(idx.numel(), generator=generator, device=generator.device)
-        chosen.append(idx[perm[:ipc].to(idx.device)])
-    sel = torch.cat(chosen)
+    return draw_per_class(dataset.class_indices("train"), ipc, generator)
+
+
+def random_subset(
+    dataset: MedicalDataset, ipc: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ipc` distinct real training images per class, drawn with `generator`, class by class.
+
+    Returns (images [C * ipc, ...], int64 labels [C * ipc]) ordered by class.
+    """
+    return subset_at(dataset, random_subset_indices(dataset, ipc, generator=generator))
+
+
+def subset_at(dataset: MedicalDataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the train images and labels at `index` (a draw's indices)."""
     train = dataset.train
-    return train.images[sel].clone(), train.labels[sel].clone()
+    return train.images[index].clone(), train.labels[index].clone()
+
+
+# Called with (ipc, draw j, its seed, train indices, images, labels) of every random subset,
+# before it is evaluated, with the very tensors evaluated: lets a caller keep the subset.
+SubsetSink = Callable[[int, int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def full_data(dataset: MedicalDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,12 +124,16 @@ def _random_report(
     num_subsets: int,
     progress: bool,
     device: torch.device,
+    on_subset: SubsetSink | None = None,
 ) -> dict[str, Any]:
     """`num_subsets` random real subsets of `ipc` images per class, each evaluated in full."""
     subsets = []
     for j in range(num_subsets):
         subset_seed = derive_seed(seed, "random", ipc, j)
-        images, labels = random_subset(data, ipc, generator=make_generator(subset_seed))
+        index = random_subset_indices(data, ipc, generator=make_generator(subset_seed))
+        images, labels = subset_at(data, index)
+        if on_subset is not None:
+            on_subset(ipc, j, subset_seed, index, images, labels)
         ev = evaluate_set(
             images,
             labels,
@@ -157,6 +176,7 @@ def baseline(
     num_subsets: int = 1,
     progress: bool = True,
     device: torch.device | str | None = None,
+    on_subset: SubsetSink | None = None,
 ) -> dict[str, Any]:
     """Evaluate the full training set (`full`, or skipped when None) and random subsets.
 
@@ -164,6 +184,7 @@ def baseline(
     split. Random subsets: for each ipc, `num_subsets` subsets (seeds from (seed, 'random', ipc,
     j)), each evaluated with `eval_cfg` (lr 0.01 unless eval_cfg.lr is set, since a real subset
     has no learned step size). Mean +- population std over all networks of all subsets.
+    `on_subset` receives each random subset, exactly as evaluated, so a caller can save it.
     """
     device = torch.device(device) if device is not None else dataset.train.images.device
     data = dataset.to(device)
@@ -195,6 +216,7 @@ def baseline(
             num_subsets=num_subsets,
             progress=progress,
             device=device,
+            on_subset=on_subset,
         )
         for ipc in ipcs
     }
