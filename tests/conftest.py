@@ -14,3 +14,13 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data folder {path} is absent")
     return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A test's own folder as the working directory, with its own cache; no user data root
+    leaks in. Modules that want it for every test add an autouse fixture asking for it."""
+    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -25,12 +25,9 @@ TINY_NET = "model.width=4"
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test runs in its own folder with its own cache; no user data root leaks in."""
-    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def _in_workdir(workdir: Path) -> Path:
+    """Every test of this module runs in its own folder (tests/conftest.py `workdir`)."""
+    return workdir
 
 
 def bloodmnist_npz(folder: Path) -> Path:

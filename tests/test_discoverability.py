@@ -33,11 +33,9 @@ PRESET = CONFIGS / "bloodmnist" / "hoptm" / "ipc10.yaml"
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def _in_workdir(workdir: Path) -> Path:
+    """Every test of this module runs in its own folder (tests/conftest.py `workdir`)."""
+    return workdir
 
 
 def help_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from meddistill.errors import ConfigError, OptionError
+from meddistill.utils import read_utf8
 
 T = TypeVar("T")
 
@@ -169,20 +170,7 @@ def _read_text(p: Path) -> str:
             f"config file {p} is {st.st_size} bytes, over the {MAX_CONFIG_BYTES}-byte limit for "
             "config files; check that the path names a config"
         )
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {p}: {exc.strerror or exc}; check its permissions"
-        ) from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"config file {p} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
-            "save it as UTF-8"
-        ) from None
+    return read_utf8(p, "config file", ConfigError)
 
 
 def _yaml_error(p: Path, exc: yaml.YAMLError) -> ConfigError:

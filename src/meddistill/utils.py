@@ -100,6 +100,25 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json_text(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_utf8(path: Path, what: str, error: type[Exception]) -> str:
+    """The text of a small file a user wrote (config, labels CSV); unreadable or non-UTF-8
+    bytes are refused as `error`, naming the file, the byte and its line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(
+            f"cannot read {what} {path}: {exc.strerror or exc}; check its permissions"
+        ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
+
+
 def md5_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """The md5 hex digest of a file, read in chunks."""
     digest = hashlib.md5()

@@ -56,14 +56,6 @@ def test_on_subset_gets_each_draw_exactly_as_evaluated(monkeypatch) -> None:
     assert not torch.equal(kept[0][4], kept[1][4])  # two draws, two subsets
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MEDDISTILL_DATA", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_cli_baseline_saves_random_subsets_that_export(workdir, monkeypatch, capsys) -> None:
     ds = image_folder(workdir / "ds", {"a": 4, "b": 4, "c": 4})
     seen = spy_evaluated(monkeypatch)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meddistill.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from meddistill.utils import read_utf8
 
 IMAGE_EXTS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
@@ -340,20 +341,7 @@ def _csv_text(labels_csv: Path, root: Path) -> str:
             f"labels_csv {labels_csv} is {st.st_size} bytes, over the {MAX_CSV_BYTES}-byte "
             "limit; check that it is the labels CSV"
         )
-    try:
-        raw = labels_csv.read_bytes()
-    except OSError as exc:
-        raise DatasetCorruptError(
-            f"cannot read labels_csv {labels_csv}: {exc.strerror or exc}; check its permissions"
-        ) from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DatasetCorruptError(
-            f"labels_csv {labels_csv} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line "
-            f"{line}); save it as UTF-8"
-        ) from None
+    return read_utf8(labels_csv, "labels_csv", DatasetCorruptError)
 
 
 def _csv_rows(labels_csv: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
