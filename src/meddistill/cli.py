@@ -246,6 +246,12 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     tab.add_argument("--archs", nargs="+")
     tab.add_argument("--ours")
     tab.add_argument("--theirs", nargs="+")
+    tab.add_argument(
+        "--cost",
+        action="store_true",
+        help="accuracy against cost: one row per method, dataset and IPC with the wall time, CPU "
+        "time and peak memory of making the set, its buffer and one evaluation network",
+    )
 
     rep = sub.add_parser(
         "report", help="write DIR/report.html: a static page for a run or benchmark"
@@ -539,7 +545,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     options = {
         k: getattr(args, k)
-        for k in ("grid", "metric", "arch", "methods", "archs", "ours", "theirs")
+        for k in ("grid", "metric", "arch", "methods", "archs", "ours", "theirs", "cost")
     }
     options.update(datasets=args.dataset, ipcs=args.ipc)
     with ResultsDB(args.db or Path(args.runs_dir) / DB_FILE, create=False) as db:  # read-only

@@ -49,13 +49,13 @@ def result(artifact_id: str, seed: int, acc: float, arch: str = "convnet", k: in
 def test_new_database_has_the_documented_schema(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "results.sqlite"
     with ResultsDB(path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 2
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 3
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"meta", "artifacts", "evals", "results", "grid_cells", "claims"}
     cols = [r[1] for r in con.execute("PRAGMA table_info(results)")]
     assert cols[:6] == ["artifact_id", "arch", "eval_id", "eval_seed", "net_index", "acc"]
-    assert {"wall_s", "peak_mem_mb", "epochs", "lr", "auc"} <= set(cols)
+    assert {"wall_s", "cpu_s", "peak_mem_mb", "epochs", "lr", "auc"} <= set(cols)
     art_cols = {r[1] for r in con.execute("PRAGMA table_info(artifacts)")}
     assert {
         "kind",
@@ -66,6 +66,7 @@ def test_new_database_has_the_documented_schema(tmp_path: Path) -> None:
         "config",
         "path",
         "wall_s",
+        "cpu_s",
         "peak_mem_mb",
     } <= art_cols
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -166,18 +167,19 @@ def test_an_old_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "r.sqlite"
     with ResultsDB(path) as db:
         db.add_artifact(artifact("a1"))
-    migrations = {**dbmod.MIGRATIONS, 3: ("ALTER TABLE results ADD COLUMN note TEXT",)}
+    migrations = {**dbmod.MIGRATIONS, 4: ("ALTER TABLE results ADD COLUMN note TEXT",)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", migrations)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 4)
     with ResultsDB(path) as db:
-        assert db.schema_version() == 3
+        assert db.schema_version() == 4
         assert db.artifact("a1") is not None  # the data survived
     con = sqlite3.connect(path)
     assert "note" in [r[1] for r in con.execute("PRAGMA table_info(results)")]
     con.close()
     # A version with no migration path is refused, not half-migrated.
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: dbmod.MIGRATIONS[1], 2: dbmod.MIGRATIONS[2]})
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 4)
+    kept = {v: dbmod.MIGRATIONS[v] for v in (1, 2, 3)}
+    monkeypatch.setattr(dbmod, "MIGRATIONS", kept)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 5)
     with pytest.raises(ArtifactError, match="cannot migrate"):
         ResultsDB(path)
 
@@ -220,3 +222,32 @@ def test_measure_stage_reports_time_and_peak_memory() -> None:
     with measure_stage("cpu") as small:  # the mark was reset: a small stage reads small
         total = float(torch.ones(1000).sum())
     assert small.peak_mem_mb < 20
+
+
+def test_a_version_2_database_is_read_as_it_is_and_migrated_to_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 3 added cpu_s: a reader (never migrating) reads it as NULL from a version 2
+    file; a writer adds the columns and keeps the rows."""
+    path = tmp_path / "r.sqlite"
+    with monkeypatch.context() as patch:
+        patch.setattr(dbmod, "MIGRATIONS", {v: dbmod.MIGRATIONS[v] for v in (1, 2)})
+        patch.setattr(dbmod, "SCHEMA_VERSION", 2)
+        ResultsDB(path).close()
+    con = sqlite3.connect(path)
+    assert "cpu_s" not in [r[1] for r in con.execute("PRAGMA table_info(artifacts)")]
+    con.execute(
+        "INSERT INTO artifacts (id, kind, dataset, method, setting, config, wall_s, created, "
+        "updated) VALUES ('a1', 'synthetic', 'toy', 'mtt', 's', '{}', 2.0, 't', 't')"
+    )
+    con.commit()
+    con.close()
+    with ResultsDB(path, create=False) as reader:
+        assert reader.schema_version() == 2
+        got = reader.artifact("a1")
+        assert got is not None and got.wall_s == 2.0 and got.cpu_s is None
+    with ResultsDB(path) as writer:  # migrated
+        assert writer.schema_version() == 3
+        writer.add_artifact(artifact("a2", cpu_s=1.5))
+        assert writer.artifact("a1").wall_s == 2.0  # type: ignore[union-attr]
+        assert writer.artifact("a2").cpu_s == 1.5  # type: ignore[union-attr]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
 from meddistill.app.config import BufferJob, DatasetConfig, device_of
 from meddistill.config import to_dict
+from meddistill.costs import measure, record_cost
 from meddistill.data.dataset import MedicalDataset
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
@@ -62,19 +62,20 @@ def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> 
 def _train(
     run: RunDir, dataset: MedicalDataset, cfg: BufferConfig, out: Path, device: Any, progress: bool
 ) -> dict[str, Any]:
-    """Make the buffer and record its summary in the run folder."""
-    start = time.perf_counter()
-    store = generate_buffer(dataset, cfg, out, device=device, progress=progress)
+    """Make the buffer and record its summary and its cost (costs.json) in the run folder."""
+    with measure("buffer", device) as cost:
+        store = generate_buffer(dataset, cfg, out, device=device, progress=progress)
+    record_cost(run.path, cost)
     summary = {
         "buffer": str(out),
         "experts": store.num_experts,
         "epochs": store.epochs,
         "num_params": store.num_params,
         "dsa_strategy": cfg.train.dsa_strategy if cfg.train.dsa else "none",
-        "wall_s": round(time.perf_counter() - start, 2),
+        "wall_s": round(cost.wall_s, 2),
     }
     run.metric(stage="buffer", **summary)
     run.log(f"stage buffer: {store.num_experts} experts x {store.epochs} epochs in "
-            f"{summary['wall_s']} s -> {out}")  # fmt: skip
+            f"{summary['wall_s']} s ({cost.describe()}) -> {out}")  # fmt: skip
     run.save_json("summary.json", summary)
     return summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, device_of
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
+from meddistill.costs import measure, record_cost, stage_total
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import check_ipc
 from meddistill.data.synthetic import META, SyntheticSet
@@ -236,43 +236,42 @@ def run_distill(
 def _make_set(
     run: RunDir, plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, progress: bool
 ) -> SyntheticSet:
-    """Experts (made or reused) and the method's distillation, timed per stage."""
+    """Experts (made or reused) and the method's distillation, each measured as a stage of
+    costs.json (a stage is recorded when it ends: a killed session's unfinished one is not)."""
     job = plan.job
-    start = time.perf_counter()
-    store = expert_store(plan, dataset, runs_root, progress, run.log)
-    buffer_s = round(time.perf_counter() - start, 1)
-    if store is not None:
-        run.log(f"stage buffer: {store.path} ({store.num_experts} experts) in {buffer_s} s")
-    start = time.perf_counter()
-    distill_run = DistillRun(
-        seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,
-        method=plan.method.name, on_metric=lambda record: run.metric(**record), log=run.log,
-        progress=progress, evaluate=periodic_evaluator(plan, dataset), rewind=run.rewind_metrics,
-    )  # fmt: skip
-    syn = plan.method.distill(
-        dataset, plan.config, experts=store, model=job.model, device=plan.device, run=distill_run
-    )
-    distill_s = round(time.perf_counter() - start, 1)
-    run.log(f"stage distill: {plan.method.name} ipc {plan.ipc} in {distill_s} s")
+    with measure("buffer", plan.device) as buffer:
+        store = expert_store(plan, dataset, runs_root, progress, run.log)
+    if store is not None:  # a method without experts has no buffer stage
+        record_cost(run.path, buffer)
+        run.log(f"stage buffer: {store.path} ({store.num_experts} experts) in "
+                f"{buffer.wall_s:.1f} s ({buffer.describe()})")  # fmt: skip
+    with measure("distill", plan.device) as distill:
+        distill_run = DistillRun(
+            seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,
+            method=plan.method.name, on_metric=lambda record: run.metric(**record), log=run.log,
+            progress=progress, evaluate=periodic_evaluator(plan, dataset),
+            rewind=run.rewind_metrics,
+        )  # fmt: skip
+        syn = plan.method.distill(
+            dataset, plan.config, experts=store, model=job.model, device=plan.device,
+            run=distill_run,
+        )  # fmt: skip
+    record_cost(run.path, distill)
+    run.log(f"stage distill: {plan.method.name} ipc {plan.ipc} in {distill.wall_s:.1f} s "
+            f"({distill.describe()})")  # fmt: skip
     if store is not None:
         syn.meta["buffer"] = str(store.path)
     syn.meta["seed"] = job.seed
-    _add_session(run, buffer_s=buffer_s, distill_s=distill_s)
     return syn
 
 
+# Before costs.json, run folders kept their stage times in timings.json: {"sessions":
+# [{"buffer_s": .., "distill_s": ..}]}; still read for results.json of such a folder.
 _TIMINGS = "timings.json"
 
 
-def _add_session(run: RunDir, **seconds: float) -> None:
-    """Record the stage times of the session that finished the set (a killed session's time
-    is not known); kept in the run folder, not in the set's meta.json, so an interrupted and
-    an uninterrupted run give identical sets."""
-    sessions = _sessions(run)
-    run.save_json(_TIMINGS, {"sessions": [*sessions, seconds]})
-
-
 def _sessions(run: RunDir) -> list[dict[str, float]]:
+    """The sessions of an older run folder's timings.json ([] when there is none)."""
     try:
         return list(json.loads((run.path / _TIMINGS).read_text())["sessions"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -280,8 +279,14 @@ def _sessions(run: RunDir) -> list[dict[str, float]]:
 
 
 def _total(run: RunDir, stage: str) -> float | None:
-    """A stage's recorded seconds, or None when no session recorded it."""
-    times = [s[stage] for s in _sessions(run) if isinstance(s.get(stage), int | float)]
+    """A stage's recorded wall seconds (costs.json, else an older timings.json), or None when
+    no session recorded it; kept in the run folder, not in the set's meta.json, so an
+    interrupted and an uninterrupted run give identical sets."""
+    total = stage_total(run.path, stage)
+    if total is not None:
+        return round(total, 1)
+    key = f"{stage}_s"
+    times = [s[key] for s in _sessions(run) if isinstance(s.get(key), int | float)]
     return round(sum(times), 1) if times else None
 
 
@@ -292,8 +297,8 @@ def _evaluate_and_record(
     job = plan.job
     results = {
         "method": plan.method.name, "dataset": dataset.name, "ipc": plan.ipc,
-        "syn_lr": syn.syn_lr, "buffer_s": _total(run, "buffer_s"),
-        "distill_s": _total(run, "distill_s"),
+        "syn_lr": syn.syn_lr, "buffer_s": _total(run, "buffer"),
+        "distill_s": _total(run, "distill"),
     }  # fmt: skip
     eval_cfg = dataclasses.replace(job.eval, dsa_strategy=plan.dsa_strategy)
     return finish_set(

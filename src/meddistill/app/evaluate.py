@@ -4,13 +4,13 @@ way as a distilled one."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
 from meddistill.app.config import BaselineJob, EvaluateJob, device_of
 from meddistill.app.record import evaluate_row, summary
 from meddistill.config import to_dict
+from meddistill.costs import measure, record_cost
 from meddistill.data.draws import check_ipc
 from meddistill.data.grids import save_class_grids
 from meddistill.data.results import write_results
@@ -46,12 +46,15 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
     used = dataclasses.replace(job, eval=eval_cfg)
     with RunDir.for_command(runs_root, "evaluate", dataset.name, {"job": to_dict(used)}) as run:
         run.save_json("env.json", environment_info())
-        row = evaluate_row(
-            images, labels, dataset, eval_cfg, job.model,
-            seed=derive_seed(job.seed, "eval", label, ipc), lr=lr, label=label, ipc=ipc,
-            progress=progress,
-        )  # fmt: skip
+        with measure("evaluate", device) as cost:
+            row = evaluate_row(
+                images, labels, dataset, eval_cfg, job.model,
+                seed=derive_seed(job.seed, "eval", label, ipc), lr=lr, label=label, ipc=ipc,
+                progress=progress,
+            )  # fmt: skip
+        record_cost(run.path, cost)
         run.metric(stage="evaluate", **summary(row))
+        run.log(f"stage evaluate: {label} ipc {ipc} in {cost.wall_s:.1f} s ({cost.describe()})")
         results = {"dataset": dataset.describe(), "rows": [row], "run_dir": str(run.path)}
         write_results(run.path, results)
     return results
@@ -94,22 +97,23 @@ def _baselines_in(
     results: dict[str, Any] = {"dataset": dataset.describe(), "rows": []}
     parts: list[tuple[str, int | None]] = [("full", None)] if job.full else []
     for kind, ipc in parts + [("random", ipc) for ipc in job.ipcs]:
-        start = time.perf_counter()
         sets: list[dict[str, Any]] = []
-        report = baseline(
-            dataset, base_spec=job.model, ipcs=[] if ipc is None else [ipc], eval_cfg=job.eval,
-            full=job.full_train if kind == "full" else None, seed=job.seed,
-            full_nets=job.full_nets, progress=progress, device=device,
-            on_subset=_subset_saver(run, dataset, sets),
-        )  # fmt: skip
+        with measure(kind if ipc is None else f"{kind}_ipc{ipc}", device) as cost:
+            report = baseline(
+                dataset, base_spec=job.model, ipcs=[] if ipc is None else [ipc],
+                eval_cfg=job.eval, full=job.full_train if kind == "full" else None,
+                seed=job.seed, full_nets=job.full_nets, progress=progress, device=device,
+                on_subset=_subset_saver(run, dataset, sets),
+            )  # fmt: skip
+        record_cost(run.path, cost)
         row = {
             **_baseline_row(kind, ipc, report, job),
             **({"sets": sets} if kind == "random" else {}),
-            "wall_s": round(time.perf_counter() - start, 1),
+            "wall_s": round(cost.wall_s, 1),
         }
         results["rows"].append(row)
         run.metric(stage=kind, ipc=ipc, wall_s=row["wall_s"], **summary(row))
-        run.log(f"{kind} ipc {ipc}: {summary(row)} in {row['wall_s']} s")
+        run.log(f"{kind} ipc {ipc}: {summary(row)} in {row['wall_s']} s ({cost.describe()})")
     results["run_dir"] = str(run.path)
     write_results(run.path, results)
     return results

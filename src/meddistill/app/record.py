@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from meddistill.config import to_dict
+from meddistill.costs import measure, record_cost
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.grids import save_class_grids
 from meddistill.data.results import RESULTS_FILE, write_results
@@ -87,20 +87,22 @@ def finish_set(
     if not keep_checkpoint:  # the set is saved: the checkpoint only costs disk from here on
         for checkpoint in out.rglob(CHECKPOINT):
             checkpoint.unlink()
-    eval_id = stable_hash(to_dict(eval_cfg), 8) if eval_cfg is not None else None
+    eval_id = stable_hash(eval_cfg.protocol(), 8) if eval_cfg is not None else None
     results.update(
         {"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": [], "eval_id": eval_id}
     )
     if eval_cfg is not None:
-        row = evaluate_row(
-            syn.images, syn.labels, dataset, eval_cfg, spec,
-            seed=seed, lr=lr, label=label, ipc=ipc, progress=progress,
-        )  # fmt: skip
+        with measure("final_eval", dataset.train.images.device) as cost:
+            row = evaluate_row(
+                syn.images, syn.labels, dataset, eval_cfg, spec,
+                seed=seed, lr=lr, label=label, ipc=ipc, progress=progress,
+            )  # fmt: skip
+        record_cost(out, cost, eval_id=eval_id)
         results["rows"].append(row)
         run.drop_metrics(stage="final_eval", eval_id=eval_id)
         run.metric(stage="final_eval", eval_id=eval_id, **summary(row))
-        run.log(f"stage final evaluation ({eval_id}) in {row.get('wall_s')} s:\n"
-                f"{results_table(results['rows'])}")  # fmt: skip
+        run.log(f"stage final evaluation ({eval_id}) in {row.get('wall_s')} s "
+                f"({cost.describe()}):\n{results_table(results['rows'])}")  # fmt: skip
     _keep_other_evaluation(out, eval_id)
     write_results(run.path, results)
     run.log(set_line(results))

@@ -4,7 +4,7 @@ Why SQLite: a grid is killed and resumed, several grids share buffers and synthe
 tables are computed long after; one file with transactions and UNIQUE keys makes a re-run
 update a row instead of adding a second one, and needs no server.
 
-Schema (SCHEMA_VERSION = 2):
+Schema (SCHEMA_VERSION = 3):
 
   meta(key TEXT PRIMARY KEY, value TEXT)
       'schema_version' (an integer as text), 'created', 'meddistill_version'.
@@ -21,7 +21,9 @@ Schema (SCHEMA_VERSION = 2):
       path         its folder, relative to the database's folder when inside it (NULL when
                    nothing is stored, e.g. a random subset, redrawn from its seed)
       parent       the artifact it was made from (a synthetic set's buffer), or NULL
-      wall_s, peak_mem_mb, mem_kind, device   cost of the stage that made it (see Stage)
+      wall_s, peak_mem_mb, mem_kind, device   cost of the stage that made it (meddistill.costs:
+                   peak_mem_mb is the peak above the stage's start, of what mem_kind says)
+      cpu_s (version 3)   CPU seconds (user + system, with worker processes) of that stage
       created, updated   ISO-8601 UTC
   evals(id TEXT PRIMARY KEY, config TEXT)
       an evaluation setting (epochs, lr rule, batch, DSA, base network) by its hash
@@ -31,6 +33,7 @@ Schema (SCHEMA_VERSION = 2):
       net_index    k of the k-th network of (artifact, arch, eval setting)
       acc (fraction in [0, 1]), auc, loss     on the real test split
       epochs, lr   how it was trained           wall_s, peak_mem_mb, mem_kind, device, created
+      cpu_s (version 3)   CPU seconds of training and testing the network
       PRIMARY KEY (artifact_id, arch, eval_id, eval_seed): a re-run replaces, never duplicates
   grid_cells(grid, artifact_id, eval_id)  which artifacts and evaluation settings a grid uses,
       PRIMARY KEY of all three, so tables can show exactly one grid's results.
@@ -45,14 +48,14 @@ Writers (ResultsDB(path)) run the migrations MIGRATIONS[v] for v = old+1 .. curr
 transaction; a newer or unknown version is refused with an ArtifactError. Readers
 (ResultsDB(path, create=False): `meddistill table`, `report`) open the file read-only (an SQLite
 `mode=ro` URI), never migrate and need no write access, so a results folder on a read-only mount
-or owned by someone else can be read; they accept versions READABLE_SINCE .. SCHEMA_VERSION.
+or owned by someone else can be read; they accept versions READABLE_SINCE .. SCHEMA_VERSION and
+read a column an older version lacks (cpu_s before 3) as NULL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -71,12 +74,13 @@ from meddistill.bench.access import (
     unreadable_wal,
     write_failure,
 )
+from meddistill.costs import Cost, measure
 from meddistill.errors import ArtifactError
-from meddistill.memory import proc_status_kb, reset_peak_rss
 from meddistill.utils import json_text
 
-SCHEMA_VERSION = 2
-# The oldest version a reader understands without migrating (version 2 only added `claims`).
+SCHEMA_VERSION = 3
+# The oldest version a reader understands without migrating (version 2 only added `claims`,
+# version 3 the cpu_s columns, read as NULL from older files).
 READABLE_SINCE = 1
 KINDS = ("buffer", "synthetic", "baseline")
 
@@ -141,6 +145,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             heartbeat REAL NOT NULL
         )""",
     ),
+    3: (
+        "ALTER TABLE artifacts ADD COLUMN cpu_s REAL",
+        "ALTER TABLE results ADD COLUMN cpu_s REAL",
+    ),
 }
 
 
@@ -153,51 +161,13 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Stage:
-    """Wall time and peak memory of one stage, filled in when `measure_stage` exits.
-
-    peak_mem_mb is the peak ABOVE the start of the stage: CUDA max_memory_allocated (mem_kind
-    'cuda_allocated'); on CPU the peak resident set size, reset at the start through
-    /proc/self/clear_refs ('rss_hwm'), or getrusage's ru_maxrss where that reset is missing
-    ('rss_maxrss': it never goes down, so a stage smaller than an earlier one reads 0).
-    """
-
-    wall_s: float = 0.0
-    peak_mem_mb: float = 0.0
-    mem_kind: str = ""
-    device: str = "cpu"
+# The one measuring function of the package (meddistill.costs), under the bench's old names.
+Stage = Cost
 
 
-@contextlib.contextmanager
-def measure_stage(device: torch.device | str = "cpu") -> Iterator[Stage]:
-    """Measure the wall time and peak memory of the `with` block (CUDA work is waited for)."""
-    dev = torch.device(device)
-    stage = Stage(device=str(dev))
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        stage.mem_kind = "cuda_allocated"
-    elif reset_peak_rss():
-        base = (proc_status_kb("VmRSS") or 0) * 1024
-        stage.mem_kind = "rss_hwm"
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        stage.mem_kind = "rss_maxrss"
-    start = time.perf_counter()
-    try:
-        yield stage
-    finally:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            peak = torch.cuda.max_memory_allocated(dev)
-        elif stage.mem_kind == "rss_hwm":
-            peak = (proc_status_kb("VmHWM") or 0) * 1024
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        stage.wall_s = time.perf_counter() - start
-        stage.peak_mem_mb = max(0, peak - base) / 2**20
+def measure_stage(device: torch.device | str = "cpu") -> contextlib.AbstractContextManager[Cost]:
+    """`meddistill.costs.measure` of an unnamed stage: wall, CPU time and peak memory."""
+    return measure("stage", device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +193,7 @@ class Artifact:
     peak_mem_mb: float | None = None
     mem_kind: str | None = None
     device: str | None = None
+    cpu_s: float | None = None
     created: str = ""
     updated: str = ""
 
@@ -245,6 +216,7 @@ class Result:
     peak_mem_mb: float | None = None
     mem_kind: str | None = None
     device: str | None = None
+    cpu_s: float | None = None
     created: str = ""
 
 
@@ -302,6 +274,7 @@ class ResultsDB:
         self.path = Path(path)
         self.readonly = not create
         self._tidy = False
+        self._columns: dict[str, set[str]] = {}
         if self.path.exists() and not self.path.is_file():
             raise ArtifactError(f"results database {self.path} is not a file; give a file path")
         if not create and not self.path.is_file():
@@ -513,6 +486,15 @@ class ResultsDB:
         p = Path(text)
         return str(p if p.is_absolute() else (self.path.parent / p).resolve())
 
+    def _select(self, table: str, cols: Sequence[str], alias: str = "") -> str:
+        """The SELECT list of `cols`: NULL for a column an older schema lacks (cpu_s before
+        version 3), so a reader, which never migrates, reads older files too."""
+        if table not in self._columns:
+            info = self._conn.execute(f"PRAGMA table_info({table})").fetchall()
+            self._columns[table] = {row[1] for row in info}
+        have, prefix = self._columns[table], f"{alias}." if alias else ""
+        return ", ".join(f"{prefix}{c}" if c in have else f"NULL AS {c}" for c in cols)
+
     # Artifacts --------------------------------------------------------------------------------
     def add_artifact(self, art: Artifact) -> None:
         """Insert or replace (by id) an artifact; `created` keeps its first value."""
@@ -539,7 +521,7 @@ class ResultsDB:
             )
 
     def artifact(self, artifact_id: str) -> Artifact | None:
-        cols = ", ".join(_ARTIFACT_COLS)
+        cols = self._select("artifacts", _ARTIFACT_COLS)
         row = self._conn.execute(
             f"SELECT {cols} FROM artifacts WHERE id = ?", (artifact_id,)
         ).fetchone()
@@ -553,7 +535,7 @@ class ResultsDB:
         method: str | None = None,
     ) -> list[Artifact]:
         where, args = _where({"kind": kind, "dataset": dataset, "method": method})
-        cols = ", ".join(_ARTIFACT_COLS)
+        cols = self._select("artifacts", _ARTIFACT_COLS)
         rows = self._conn.execute(
             f"SELECT {cols} FROM artifacts{where} ORDER BY created, id", args
         ).fetchall()
@@ -651,7 +633,7 @@ class ResultsDB:
             )
             args.append(grid)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        cols = ", ".join(f"r.{c}" for c in _RESULT_COLS)
+        cols = self._select("results", _RESULT_COLS, "r")
         rows = self._conn.execute(
             f"SELECT {cols}, a.kind, a.dataset, a.method, a.ipc, a.seed, a.setting "
             f"FROM results r JOIN artifacts a ON a.id = r.artifact_id{where} "

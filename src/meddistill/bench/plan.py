@@ -120,7 +120,7 @@ def _eval_setting(
             full.dsa_strategy = dataset.strategy()
         setting["full_train"] = to_dict(full)
     else:
-        setting["eval"] = {k: v for k, v in to_dict(cfg).items() if k not in ("models", "num_nets")}
+        setting["eval"] = {k: v for k, v in cfg.protocol().items() if k not in ("models", "num_nets")}
         if cfg.lr is None:
             real = method == "random" or method in CORESET_METHODS  # real images: no learned lr
             setting["lr"] = grid.random_lr if real else "learned"

@@ -24,12 +24,13 @@ import torch
 
 from meddistill.bench import claims
 from meddistill.bench.claims import ClaimBusy, describe
-from meddistill.bench.db import Artifact, Claim, ResultsDB, measure_stage
+from meddistill.bench.db import Artifact, Claim, ResultsDB
 from meddistill.bench.db import Result as ResultRecord
 from meddistill.bench.plan import Cell, plan
 from meddistill.bench.runners import RunContext, _registered
 from meddistill.bench.spec import GridSpec
 from meddistill.config import from_dict
+from meddistill.costs import measure
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.models.spec import ModelSpec
@@ -98,6 +99,7 @@ def _produce(cell: Cell, ctx: RunContext) -> Artifact:
         art.config = {**art.config, "produced": produced.meta}
         if produced.stage is not None:
             art.wall_s = produced.stage.wall_s
+            art.cpu_s = produced.stage.cpu_s
             art.peak_mem_mb = produced.stage.peak_mem_mb
             art.mem_kind = produced.stage.mem_kind
     ctx.db.add_artifact(art)
@@ -121,7 +123,7 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
     evs = _eval_set(cell, ctx, dataset, art.path)
     train = evs.train
     for arch, k, seed in missing:
-        with measure_stage(ctx.device) as stage:
+        with measure("eval", ctx.device) as stage:
             out = evaluate_one_network(
                 spec_for(arch, evs.spec),
                 dataset,
@@ -149,6 +151,7 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
                 epochs=train.epochs,
                 lr=train.lr,
                 wall_s=stage.wall_s,
+                cpu_s=stage.cpu_s,
                 peak_mem_mb=stage.peak_mem_mb,
                 mem_kind=stage.mem_kind,
                 device=stage.device,

@@ -20,9 +20,10 @@ from meddistill.app.buffer import run_buffer
 from meddistill.app.config import BufferJob, DistillJob
 from meddistill.app.distill import resolve_distill, run_distill
 from meddistill.bench.claims import describe, holding
-from meddistill.bench.db import Artifact, Owner, ResultsDB, Stage, measure_stage
+from meddistill.bench.db import Artifact, Owner, ResultsDB
 from meddistill.bench.spec import BASELINES, _dataset_config, _dataset_identity
 from meddistill.config import from_dict, to_dict
+from meddistill.costs import Cost, measure
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
 from meddistill.methods.registry import METHODS, available_methods, get_method
@@ -37,7 +38,7 @@ class Produced:
     """What a runner made: a synthetic-set folder (readable by SyntheticSet.load)."""
 
     path: str
-    stage: Stage | None = None
+    stage: Cost | None = None
     parent: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -170,7 +171,7 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
                     path = _make_buffer(cell, ctx, buffer_job, identity, parent)
         job.buffer = str(Path(path).resolve())
     ctx.log(f"  distill: {cell.method} ipc {cell.ipc} seed {cell.seed}")
-    with measure_stage(ctx.device) as stage:
+    with measure("distill", ctx.device) as stage:
         results = run_distill(job, ctx.runs_root, progress=ctx.progress)
     return Produced(
         path=results["synthetic"],
@@ -193,7 +194,7 @@ def _make_buffer(
 ) -> str:
     """Train the expert buffer and record it; its path."""
     ctx.log("  buffer: training experts")
-    with measure_stage(ctx.device) as stage:
+    with measure("buffer", ctx.device) as stage:
         summary = run_buffer(buffer_job, ctx.runs_root, progress=ctx.progress)
     path = str(Path(summary["buffer"]).resolve())
     without_seed = {**identity, "buffer": {**identity["buffer"], "seed": None}}
@@ -209,6 +210,7 @@ def _make_buffer(
             config=to_dict(buffer_job),
             path=path,
             wall_s=stage.wall_s,
+            cpu_s=stage.cpu_s,
             peak_mem_mb=stage.peak_mem_mb,
             mem_kind=stage.mem_kind,
             device=stage.device,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meddistill.bench.db import ResultRow, ResultsDB
+from meddistill.bench.db import Artifact, ResultRow, ResultsDB
 from meddistill.errors import ConfigError
 from meddistill.training.evaluate import mean_std
 
@@ -451,6 +451,80 @@ def ipc_vs_table(
     return table
 
 
+# Accuracy against cost ------------------------------------------------------------------------
+
+COST_COLUMNS = (
+    "Dataset", "IPC", "set wall (s)", "set CPU (s)", "set peak mem (MB)", "buffer wall (s)",
+    "eval wall (s/net)",
+)  # fmt: skip
+
+
+def cost_table(
+    db: ResultsDB,
+    *,
+    arch: str = "convnet",
+    metric: str = "acc",
+    grid: str | None = None,
+    datasets: Sequence[str] | None = None,
+    ipcs: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Table:
+    """Accuracy against cost: one row per (dataset, method, IPC) with its accuracy on `arch`
+    and what the set cost to make (the mean over seeds of its artifacts' wall and CPU time,
+    the largest peak memory), its expert buffer apart (shared by many sets) and one
+    evaluation network's mean wall time. '-' where nothing was measured (baselines)."""
+    rows = db.results(archs=[arch], grid=grid, datasets=datasets, ipcs=ipcs, methods=methods)
+    stats = collect(rows, metric)
+    if not stats:
+        raise ConfigError(f"no results for {arch} with these filters; run `meddistill bench` first")
+    arts = {a.id: a for a in db.artifacts()}
+    groups: dict[Key, list[ResultRow]] = {}
+    for row in rows:
+        groups.setdefault((row.dataset, row.method, row.ipc, row.arch), []).append(row)
+    order = list(methods) if methods else _order_methods({k[1] for k in stats})
+    table = Table(
+        title=f"{arch_name(arch)}: {_metric_label(metric)} against cost (peak memory above the "
+        "stage's start: GPU allocated on CUDA, resident set on CPU)",
+        row_header="Method",
+        columns=[*COST_COLUMNS[:2], _metric_label(metric), *COST_COLUMNS[2:]],
+    )
+    rank = {m: i for i, m in enumerate(order)}
+    for key in sorted(stats, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[2] or 0)):
+        dataset, method, ipc, _ = key
+        ipc_text = MISSING if ipc is None else str(ipc)
+        cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric)]
+        cells += [_text(v) for v in _cost_texts(groups[key], arts)]
+        table.rows.append((method_name(method), cells))
+    return table
+
+
+def _cost_texts(rows: list[ResultRow], arts: dict[str, Artifact]) -> list[str]:
+    """Set wall, set CPU, set peak memory, buffer wall, eval wall per network, as printed."""
+    made = [arts[i] for i in sorted({r.artifact_id for r in rows}) if i in arts]
+    parents = [arts[p] for p in sorted({a.parent for a in made if a.parent}) if p in arts]
+    peaks = [a.peak_mem_mb for a in made if a.peak_mem_mb is not None]
+    return [
+        _number(_mean([a.wall_s for a in made]), 1),
+        _number(_mean([a.cpu_s for a in made]), 1),
+        _number(max(peaks) if peaks else None, 0),
+        _number(_mean([a.wall_s for a in parents]), 1),
+        _number(_mean([r.wall_s for r in rows]), 2),
+    ]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [float(v) for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _number(value: float | None, digits: int) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _text(text: str) -> TableCell:
+    return TableCell(text=text)
+
+
 def _only(values: set[Any], what: str, flag: str) -> Any:
     if len(values) == 1:
         return next(iter(values))
@@ -476,14 +550,19 @@ def make_table(
     archs: Sequence[str] | None = None,
     ours: str | None = None,
     theirs: Sequence[str] | None = None,
+    cost: bool = False,
 ) -> Table:
     """One entry point for `meddistill table`: kind 'main', 'cross-arch' or 'ipc-vs'.
 
     cross-arch: one dataset (datasets[0]) and one IPC (ipcs[0]), or the only ones present.
     ipc-vs: `ours` at ipcs[0] against `theirs` at ipcs[1:].
+    cost: the main table's cells as rows, each with what it cost (cost_table).
     """
+    if cost and kind != "main":
+        raise ConfigError(f"--cost goes with the main table (--kind main), not {kind}")
     if kind == "main":
-        return main_table(
+        make = cost_table if cost else main_table
+        return make(
             db, arch=arch, metric=metric, grid=grid, datasets=datasets, ipcs=ipcs, methods=methods
         )
     if datasets is not None and len(datasets) > 1:

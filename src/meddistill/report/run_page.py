@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meddistill.bench.tables import arch_name, method_name
+from meddistill.costs import read_costs
 from meddistill.data.results import ResultRow
 from meddistill.data.snapshots import load_snapshots
 from meddistill.errors import ConfigError
@@ -51,6 +52,7 @@ def run_page(folder: Path, figures: bool) -> str:
         _images_section(run, out_dir),
         _analysis_section(run, out_dir, figures),
         _evaluation_section(run),
+        _costs_section(run),
         _config_section(run),
     ):
         if part:
@@ -326,6 +328,44 @@ def _periodic_table(points: list[dict[str, Any]]) -> str | None:
     ]
     header = ["iteration", "distillation time", "architecture", "accuracy (%)", "AUC"]
     return html_table(header, rows, table_id="periodic-eval", row_headers=False)
+
+
+# ------------------------------------------------------------------------------ cost
+
+
+def _costs_section(run: RunFolder) -> str | None:
+    """What each stage cost (costs.json: every session of a stage added up), when recorded."""
+    data = read_costs(run.path)
+    stages = data.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        return None
+    rows = [_cost_row(name, t) for name, t in stages.items() if isinstance(t, dict)]
+    header = ["stage", "sessions", "wall time", "CPU user (s)", "CPU system (s)",
+              "peak RSS (MB)", "peak GPU (MB)"]  # fmt: skip
+    device = " ".join(str(data[k]) for k in ("device", "device_name") if data.get(k))
+    caption = f"On {device or 'an unknown device'}, {data.get('threads', '?')} threads; CPU "
+    caption += "time counts every thread and worker process, so it can exceed the wall time."
+    table = html_table(header, rows, table_id="costs", caption=caption)
+    return section("costs", "Cost", [table])
+
+
+def _cost_row(name: str, total: dict[str, Any]) -> list[Any]:
+    def number(key: str, digits: int) -> str:
+        value = total.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+
+    wall = total.get("wall_s")
+    if isinstance(wall, int | float):
+        wall = f"{wall:.1f} s" if wall < 60 else duration(wall)
+    return [
+        name.replace("_", " "),
+        total.get("sessions", "-"),
+        wall if isinstance(wall, str) else "-",
+        number("cpu_user_s", 1),
+        number("cpu_sys_s", 1),
+        number("peak_rss_mb", 0),
+        number("peak_gpu_mb", 0),
+    ]
 
 
 # ------------------------------------------------------------------------------ configuration

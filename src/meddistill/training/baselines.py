@@ -193,7 +193,7 @@ def baseline(
         "source_id": dataset.source_id,
         "model": to_dict(base_spec),
         "seed": int(seed),
-        "eval": to_dict(eval_cfg),
+        "eval": eval_cfg.protocol(),
         "std": "population (np.std, ddof=0), as the reference scripts",
     }
     if full is not None:

@@ -7,9 +7,11 @@ adding architectures does not change the networks of the others.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,12 +22,15 @@ from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec, build_model_for
-from meddistill.models.registry import available_models
+from meddistill.models.registry import InputShape, available_models
+from meddistill.training import parallel
+from meddistill.training.batched import train_networks_batched, unbatchable
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import TrainResult, train_network
-from meddistill.utils import Options, derive_seed, make_generator
+from meddistill.utils import Options, derive_seed, is_integer, make_generator
 
 DEFAULT_LR = 0.01
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +41,16 @@ class EvalConfig:
     (depth, width, norm of the spec the caller passes), any other name its default spec.
     `lr`: None uses the step size learned with the synthetic set, or 0.01 when there is none
     (real subsets); a number overrides both.
+
+    How the networks are scheduled (not part of the protocol, so left out of reports):
+    `workers`: on CPU, train the networks in this many one-thread worker processes; "auto" is
+    one per available core (at most one per network), 1 trains them one after another in this
+    process. Every network is the same single-threaded computation either way, so the numbers
+    equal those of the one-by-one run at one torch thread, bit for bit. Ignored on CUDA.
+    `batched`: train the networks of one architecture together (torch.func.vmap over stacked
+    parameters); "auto" does so on CUDA only. Float rounding then differs from the one-by-one
+    run (parameters agree to about 1e-4 relative after a few epochs); architectures with batch
+    norm fall back to one by one.
     """
 
     models: list[str] = field(default_factory=lambda: ["convnet"])
@@ -47,6 +62,10 @@ class EvalConfig:
     batch_size: int = 256
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    workers: int | str = "auto"
+    batched: bool | str = "auto"
+
+    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "batched")
 
     def __post_init__(self) -> None:
         # Everything train_config builds is checked here, so a bad value is refused when the
@@ -62,6 +81,29 @@ class EvalConfig:
         check.fraction("momentum")
         check.at_least("weight_decay")
         check.strategy("dsa_strategy")
+        if not (self.workers == "auto" or (is_integer(self.workers) and self.workers >= 1)):
+            check.fail("workers", "an integer >= 1 (1: one network after another) or auto")
+        if not (isinstance(self.batched, bool) or self.batched == "auto"):
+            check.fail("batched", "true, false or auto (batched on CUDA only)")
+
+    def protocol(self) -> dict[str, Any]:
+        """The settings that define the evaluation, without how its networks are scheduled
+        (workers, batched): what reports record, so scheduling never changes them."""
+        return {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+
+    def workers_for(self, jobs: int, device: torch.device) -> int:
+        """Worker processes for `jobs` networks on `device` (1: in this process)."""
+        if device.type != "cpu" or jobs <= 1:
+            return 1
+        if self.workers == "auto":
+            if not parallel.can_start_processes():
+                return 1
+            return min(jobs, parallel.available_cores())
+        return min(jobs, int(self.workers))
+
+    def batched_on(self, device: torch.device) -> bool:
+        """Whether networks of one architecture train together on `device`."""
+        return device.type == "cuda" if self.batched == "auto" else bool(self.batched)
 
     def train_config(self, lr: float) -> TrainConfig:
         """The per-network training settings: constant lr, x0.1 at half, as the references."""
@@ -203,7 +245,7 @@ def _check_set(images: torch.Tensor, labels: torch.Tensor, dataset: MedicalDatas
 
 def train_fresh_network(
     spec: ModelSpec,
-    dataset: MedicalDataset,
+    dataset: InputShape,
     images: torch.Tensor,
     labels: torch.Tensor,
     train_cfg: TrainConfig,
@@ -224,7 +266,7 @@ def train_fresh_network(
 
 def fresh_trained_network(
     spec: ModelSpec,
-    dataset: MedicalDataset,
+    dataset: InputShape,
     images: torch.Tensor,
     labels: torch.Tensor,
     train_cfg: TrainConfig,
@@ -250,7 +292,7 @@ def fresh_trained_network(
 
 def evaluate_one_network(
     spec: ModelSpec,
-    dataset: MedicalDataset,
+    dataset: InputShape,
     images: torch.Tensor,
     labels: torch.Tensor,
     train_cfg: TrainConfig,
@@ -271,9 +313,13 @@ def evaluate_one_network(
         spec, dataset, images, labels, train_cfg,
         net_seed=net_seed, device=device, test=test, progress=progress,
     )  # fmt: skip
+    return _net_result(index, net_seed, result)
+
+
+def _net_result(index: int, seed: int, result: TrainResult) -> NetResult:
     return NetResult(
         index=index,
-        seed=net_seed,
+        seed=seed,
         acc=float(result.test_acc),
         auc=_or_nan(result.test_auc),
         loss=_or_nan(result.test_loss),
@@ -283,6 +329,125 @@ def evaluate_one_network(
 
 def _or_nan(value: float | None) -> float:
     return float(value) if value is not None else float("nan")
+
+
+@dataclass(frozen=True)
+class NetJob:
+    """One network of an evaluation: its architecture, spec, index k and seed."""
+
+    arch: str
+    spec: ModelSpec
+    index: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The input facts a network is built for (what a worker needs of the dataset)."""
+
+    channels: int
+    num_classes: int
+    image_size: int
+    spatial_dims: int
+
+
+@dataclass
+class EvalInputs:
+    """What every network of one evaluation shares; sent once to each worker process."""
+
+    shape: _Shape
+    images: torch.Tensor
+    labels: torch.Tensor
+    train_cfg: TrainConfig
+    test: tuple[torch.Tensor, torch.Tensor]
+    device: torch.device
+
+
+def _network(inputs: EvalInputs, job: NetJob, progress: str | bool = False) -> NetResult:
+    """One network of the evaluation (module level: worker processes call it by name)."""
+    return evaluate_one_network(
+        job.spec, inputs.shape, inputs.images, inputs.labels, inputs.train_cfg,
+        index=job.index, net_seed=job.seed, device=inputs.device, test=inputs.test,
+        progress=progress,
+    )  # fmt: skip
+
+
+def _batched_group(
+    inputs: EvalInputs, jobs: list[NetJob], progress: bool
+) -> list[NetResult] | None:
+    """The networks of one architecture trained together, or None (logged) when they cannot be."""
+    seeds = [job.seed for job in jobs]
+    models = [
+        build_model_for(jobs[0].spec, inputs.shape, seed=s, device=inputs.device) for s in seeds
+    ]
+    reason = unbatchable(models[0], inputs.train_cfg)
+    if reason is not None:
+        log.warning("eval.batched: %s networks train one by one: %s", jobs[0].arch, reason)
+        return None
+    results = train_networks_batched(
+        models, inputs.images, inputs.labels, inputs.train_cfg,
+        generators=[make_generator(derive_seed(s, "train")) for s in seeds],
+        test_split=inputs.test,
+        progress=f"{jobs[0].arch} nets 1-{len(jobs)} (batched)" if progress else False,
+    )  # fmt: skip
+    return [_net_result(job.index, job.seed, r) for job, r in zip(jobs, results, strict=True)]
+
+
+def _run_batched(
+    inputs: EvalInputs,
+    jobs: list[NetJob],
+    progress: bool,
+    done: Callable[[NetJob, NetResult], None],
+) -> list[NetJob]:
+    """Train each architecture's networks together where possible; returns the jobs left."""
+    left: list[NetJob] = []
+    for arch in dict.fromkeys(job.arch for job in jobs):
+        group = [job for job in jobs if job.arch == arch]
+        nets = _batched_group(inputs, group, progress) if len(group) > 1 else None
+        if nets is None:
+            left.extend(group)
+            continue
+        for job, net in zip(group, nets, strict=True):
+            done(job, net)
+    return left
+
+
+def _run_jobs(
+    inputs: EvalInputs,
+    jobs: list[NetJob],
+    cfg: EvalConfig,
+    progress: bool,
+    done: Callable[[NetJob, NetResult], None],
+) -> None:
+    """Every job's network, batched, in worker processes or one by one as `cfg` asks."""
+    if cfg.batched_on(inputs.device):
+        jobs = _run_batched(inputs, jobs, progress, done)
+    workers = cfg.workers_for(len(jobs), inputs.device)
+
+    def local(job: NetJob) -> NetResult:
+        label = f"{job.arch} net {job.index + 1}/{cfg.num_nets}" if progress else False
+        return _network(inputs, job, label)
+
+    results = parallel.run_jobs(_network, inputs, jobs, workers, local=local)
+    for job, net in zip(jobs, results, strict=True):
+        done(job, net)
+
+
+def _inputs(
+    dataset: MedicalDataset,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train_cfg: TrainConfig,
+    device: torch.device,
+) -> EvalInputs:
+    """The shared inputs, detached (training never needs their gradient, and a tensor in a
+    graph cannot travel to a worker)."""
+    shape = _Shape(dataset.channels, dataset.num_classes, dataset.image_size, dataset.spatial_dims)
+    test = dataset.test.to(device)
+    return EvalInputs(
+        shape, images.detach(), labels.detach(), train_cfg,
+        (test.images.detach(), test.labels.detach()), device,
+    )  # fmt: skip
 
 
 def evaluate_set(
@@ -300,47 +465,46 @@ def evaluate_set(
     """Train `cfg.num_nets` fresh networks per architecture on (images, labels); test on dataset.test.
 
     `lr` is the step size learned with a synthetic set (used when cfg.lr is None). Tensors are
-    moved to `device` (default: the images' device) once, and stay there.
+    moved to `device` (default: the images' device) once, and stay there. The networks run as
+    `cfg.workers` and `cfg.batched` say; the report is the same whichever way they ran.
     """
     _check_set(images, labels, dataset)
     device = torch.device(device) if device is not None else images.device
     images, labels = images.to(device), labels.to(device)
-    test = dataset.test.to(device)
     lr_value, lr_source = resolve_lr(cfg.lr, None if lr is None else float(lr))
     if not (math.isfinite(lr_value) and lr_value > 0):
         raise ConfigError(
             f"the {lr_source} learning rate {lr_value:g} is not positive; evaluation cannot train "
             "with it: set eval.lr to a positive number"
         )
-    train_cfg = cfg.train_config(lr_value)
-    archs: dict[str, ArchReport] = {}
-    total = len(cfg.models) * cfg.num_nets
-    with tqdm(total=total, desc="evaluate", disable=not progress, unit="net") as bar:
-        for arch in cfg.models:
-            spec = spec_for(arch, base_spec)
-            nets = []
-            for k in range(cfg.num_nets):
-                net = evaluate_one_network(
-                    spec,
-                    dataset,
-                    images,
-                    labels,
-                    train_cfg,
-                    index=k,
-                    net_seed=derive_seed(seed, arch, k),
-                    device=device,
-                    test=test,
-                    progress=f"{arch} net {k + 1}/{cfg.num_nets}" if progress else False,
-                )
-                nets.append(net)
-                bar.update(1)
-                bar.set_postfix(arch=arch, acc=f"{100 * net.acc:.1f}%")
-            archs[arch] = ArchReport(arch=arch, spec=to_dict(spec), nets=nets)
+    inputs = _inputs(dataset, images, labels, cfg.train_config(lr_value), device)
+    jobs = [
+        NetJob(arch, spec_for(arch, base_spec), k, derive_seed(seed, arch, k))
+        for arch in cfg.models
+        for k in range(cfg.num_nets)
+    ]
+    nets: dict[tuple[str, int], NetResult] = {}
+    with tqdm(total=len(jobs), desc="evaluate", disable=not progress, unit="net") as bar:
+
+        def done(job: NetJob, net: NetResult) -> None:
+            nets[job.arch, job.index] = net
+            bar.update(1)
+            bar.set_postfix(arch=job.arch, acc=f"{100 * net.acc:.1f}%")
+
+        _run_jobs(inputs, jobs, cfg, progress, done)
+    archs = {
+        arch: ArchReport(
+            arch=arch,
+            spec=to_dict(spec_for(arch, base_spec)),
+            nets=[nets[arch, k] for k in range(cfg.num_nets)],
+        )
+        for arch in cfg.models
+    }
     return EvalReport(
         archs=archs,
         lr=lr_value,
         lr_source=lr_source,
         num_images=int(images.shape[0]),
         seed=int(seed),
-        config=to_dict(cfg),
+        config=cfg.protocol(),
     )

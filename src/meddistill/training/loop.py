@@ -79,6 +79,34 @@ def _as_pair(
     return split.images, split.labels
 
 
+def epoch_order(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The epoch's visiting order: one permutation drawn on the CPU, then moved to `device`."""
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def batch_inputs(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    dsa: DSA | None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch, augmented with a fresh per-sample DSA draw; shared with the batched trainer
+    so K networks trained together make exactly the draws each makes alone."""
+    x = images[idx]
+    if dsa is not None:
+        x = dsa(x, generator, shared=False)
+    return x, labels[idx]
+
+
+def loss_error(loss_value: float, epoch: int, cfg: TrainConfig, lr: float) -> NumericalError:
+    """The error of an epoch whose mean training loss is not finite."""
+    return NumericalError(
+        f"training loss became {loss_value} in epoch {epoch + 1} of {cfg.epochs} "
+        f"(lr={lr:g}, optimizer={cfg.optimizer}); lower the learning rate or check the images"
+    )
+
+
 def _run_epoch(
     model: nn.Module,
     images: torch.Tensor,
@@ -96,10 +124,7 @@ def _run_epoch(
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     for start in range(0, order.shape[0], batch_size):
         idx = order[start : start + batch_size]
-        x = images[idx]
-        y = labels[idx]
-        if dsa is not None:
-            x = dsa(x, generator, shared=False)
+        x, y = batch_inputs(images, labels, idx, dsa, generator)
         out: dict[str, torch.Tensor] = {}
 
         def closure(x: torch.Tensor = x, y: torch.Tensor = y, out: dict = out) -> torch.Tensor:
@@ -195,7 +220,7 @@ def _train_epoch(
     for group in state.base.param_groups:
         group["lr"] = lr
     n = state.images.shape[0]
-    order = torch.randperm(n, generator=state.generator).to(state.images.device)
+    order = epoch_order(n, state.generator, state.images.device)
     loss_sum, correct = _run_epoch(
         state.model,
         state.images,
@@ -211,10 +236,7 @@ def _train_epoch(
     loss_value = float(loss_sum.item()) / n
     acc_value = float(correct.item()) / n
     if not math.isfinite(loss_value):
-        raise NumericalError(
-            f"training loss became {loss_value} in epoch {epoch + 1} of {cfg.epochs} "
-            f"(lr={lr:g}, optimizer={cfg.optimizer}); lower the learning rate or check the images"
-        )
+        raise loss_error(loss_value, epoch, cfg, lr)
     record = {"epoch": epoch + 1, "lr": lr, "loss": loss_value, "acc": acc_value}
     if state.test_pair is not None and eval_every > 0 and (epoch + 1) % eval_every == 0:
         metrics = evaluate_model(state.model, *state.test_pair)
