@@ -70,8 +70,23 @@ class RunFolder:
         )
 
     def job(self) -> dict[str, Any]:
+        """The job's config: config.yaml itself for distill/coreset runs (the job as every
+        stage ran it), its `job` section for the other commands and for older runs."""
         job = self.config.get("job")
-        return job if isinstance(job, dict) else {}
+        if isinstance(job, dict):
+            return job
+        return self.config if "method" in self.config else {}
+
+    def buffer_meta(self) -> dict[str, Any] | None:
+        """buffer.json of the expert buffer the set was distilled from, when it is readable."""
+        where = (self.meta or {}).get("buffer") or self.job().get("buffer")
+        if not isinstance(where, str):
+            return None
+        folder = Path(where)
+        if not folder.is_absolute() and not folder.exists():
+            folder = self.path.parent.parent.parent / folder  # relative to the runs' cwd
+        meta = read_json(folder / "buffer.json")
+        return meta if isinstance(meta, dict) else None
 
     def method(self) -> str | None:
         if self.results is not None and self.results.method:

@@ -52,6 +52,7 @@ def run_page(folder: Path, figures: bool) -> str:
         _images_section(run, out_dir),
         _analysis_section(run, out_dir, figures),
         _evaluation_section(run),
+        _experts_section(run),
         _costs_section(run),
         _config_section(run),
     ):
@@ -331,6 +332,33 @@ def _periodic_table(points: list[dict[str, Any]]) -> str | None:
 
 
 # ------------------------------------------------------------------------------ cost
+
+
+def _experts_section(run: RunFolder) -> str | None:
+    """The experts the set was matched against, as buffer.json records them: accuracy per
+    epoch on the held-out (validation) split, the test split read once at the end."""
+    meta = run.buffer_meta()
+    experts = (meta or {}).get("experts")
+    if not isinstance(experts, list) or not experts:
+        return None
+    rows = [
+        [e.get("index"), e.get("held_out") or "-", _percent(e.get("final_train_acc")),
+         _percent(e.get("final_val_acc")), _percent(e.get("final_test_acc")),
+         ", ".join(f"{100 * v:.1f}" for v in e.get("val_acc") or [] if isinstance(v, float))]
+        for e in experts if isinstance(e, dict)
+    ]  # fmt: skip
+    header = ["expert", "held out", "train acc (%)", "val acc (%)", "test acc (%)",
+              "val acc per epoch (%)"]  # fmt: skip
+    caption = (
+        "Each expert's accuracy after its last epoch; the per-epoch curve is measured on the "
+        "validation split (epoch 0 = the initial network); the test split is read once, at the end."
+    )
+    return section("experts", "Expert buffer", [html_table(header, rows, table_id="experts",
+                                                           caption=caption)])  # fmt: skip
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def _costs_section(run: RunFolder) -> str | None:
