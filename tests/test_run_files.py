@@ -102,3 +102,21 @@ def test_a_set_made_by_another_configuration_is_not_re_evaluated(workdir, capsys
     code = main(distill_argv(ds, "final_eval=false", "--out", "run", "--seed", "6"))
     err = capsys.readouterr().err
     assert code == 2 and "holds a synthetic set made with another configuration" in err
+
+
+def test_how_many_processes_train_or_evaluate_is_not_part_of_the_run_identity():
+    from toydata import shifted_toy
+
+    from meddistill.app.config import DistillJob, resolve
+    from meddistill.app.distill import resolve_distill, run_identity
+
+    data = shifted_toy()
+    scheduling = [{}, {"experts": {"workers": 1}}, {"eval": {"workers": 1}},
+                  {"match": {"eval": {"workers": 1, "batched": False}}}]  # fmt: skip
+    ids = {
+        run_identity(resolve_distill(resolve(DistillJob, {"method": "hoptm", **extra})), data)
+        for extra in scheduling
+    }
+    assert len(ids) == 1
+    other = resolve(DistillJob, {"method": "hoptm", "experts": {"epochs": 3}})
+    assert run_identity(resolve_distill(other), data) not in ids  # what the experts are counts

@@ -42,8 +42,9 @@ def buffer_folder(
 ) -> Path:
     """The default folder of a buffer: runs/buffers/<dataset>-<hash>, the hash over the
     dataset's identity and the buffer config (network, optimiser, DSA strategy, seed), so
-    the same dataset loaded another way never meets a buffer made from other data."""
-    key = stable_hash({**dataset_identity(source, dataset), "buffer": to_dict(cfg)}, 8)
+    the same dataset loaded another way never meets a buffer made from other data. How the
+    experts are scheduled (workers) does not count."""
+    key = stable_hash({**dataset_identity(source, dataset), "buffer": cfg.identity()}, 8)
     return inside(runs_root, Path(runs_root) / "buffers" / f"{slug(dataset.name)}-{key}", "buffer")
 
 

@@ -172,6 +172,11 @@ def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
     """A hash of what makes the set: the used config (evaluation excepted) and the data."""
     config = used_config(plan)
     made_by = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    if plan.experts is not None:  # how many processes train them is not what they are
+        made_by["experts"] = _one_strategy(plan.experts.identity(), plan.dsa_strategy)
+    periodic = getattr(plan.config, "eval", None)
+    if periodic is not None:
+        made_by["match"] = {**made_by["match"], "eval": periodic.protocol()}
     made_by["data"] = dataset_identity(plan.job.dataset, dataset)
     return stable_hash(made_by, 16)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+import torch
+
+from meddistill.config import to_dict
 from meddistill.models import ModelSpec
+from meddistill.training import parallel
 from meddistill.training.config import TrainConfig
-from meddistill.utils import Options
+from meddistill.utils import Options, is_integer
 
 
 def expert_train_config(epochs: int = 50) -> TrainConfig:
@@ -43,6 +47,9 @@ class BufferConfig:
     decides `train.epochs`, which is overwritten with it so the two can never disagree (set
     `epochs`, not `train.epochs`).
     `dtype` float16 halves the disk size; snapshots are read back as float32.
+    `workers` only schedules: on CPU the experts train in that many one-thread worker
+    processes (auto: one per usable core), each bit-identical to the one-by-one run at one
+    thread; it is not part of the buffer's identity.
     """
 
     num_experts: int = 100
@@ -51,11 +58,31 @@ class BufferConfig:
     train: TrainConfig = field(default_factory=expert_train_config)
     dtype: Literal["float32", "float16"] = "float32"
     seed: int = 0
+    workers: int | str = "auto"
+
+    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers",)
 
     def __post_init__(self) -> None:
         check = Options("buffer", self)
         check.counts("num_experts", "epochs")
         check.choice("dtype", ("float32", "float16"))
         check.seeds("seed")
+        if not (self.workers == "auto" or (is_integer(self.workers) and self.workers >= 1)):
+            check.fail("workers", "an integer >= 1 (1: one expert after another) or auto")
         if self.train.epochs != self.epochs:
             self.train = dataclasses.replace(self.train, epochs=int(self.epochs))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings without how the experts are scheduled (workers): what names the
+        buffer's folder, so scheduling never moves or splits a buffer."""
+        return {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+
+    def workers_for(self, jobs: int, device: torch.device) -> int:
+        """Worker processes for `jobs` experts on `device` (1: in this process)."""
+        if device.type != "cpu" or jobs <= 1:
+            return 1
+        if self.workers == "auto":
+            if not parallel.can_start_processes():
+                return 1
+            return min(jobs, parallel.available_cores())
+        return min(jobs, int(self.workers))

@@ -1,13 +1,16 @@
-"""Train the experts of a buffer, one after the other, resumably.
+"""Train the experts of a buffer, resumably: one after the other, or on CPU in one-thread
+worker processes (cfg.workers), each expert's file written as soon as it is finished.
 
 Expert i is fully determined by derive_seed(cfg.seed, "expert", i): its initialisation, its
 batch order and its DSA draws all come from that seed, so a resumed run produces the same files
-as an uninterrupted one, and the same seed gives bit-identical trajectories on CPU.
+as an uninterrupted one, and the same seed gives bit-identical trajectories on CPU (a worker
+runs the same single-threaded computation as the one-by-one run at one thread).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,17 @@ from meddistill.experts.store import (
 )
 from meddistill.locking import folder_lock
 from meddistill.models import ParamLayout, build_model_for, flatten_params
+from meddistill.training import parallel
 from meddistill.training.loop import train_network
 from meddistill.training.metrics import evaluate_model
 from meddistill.utils import derive_seed, make_generator, stable_hash, write_json_atomic
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+# workers=auto keeps experts smaller than this in this process (train pixels x epochs of one
+# expert): starting a worker (a process that imports torch) costs seconds, more than training
+# such an expert. Explicit worker counts are always honoured.
+_MIN_AUTO_WORK = 1 << 20
 
 
 def buffer_identity(dataset: MedicalDataset, cfg: BufferConfig) -> dict[str, Any]:
@@ -192,7 +201,7 @@ def generate_buffer(
     """Train `cfg.num_experts` experts on dataset.train into `out_dir` and return its store.
 
     Re-running the same command resumes: finished experts are kept, so a killed run loses at
-    most the expert in progress. A folder holding a buffer made with other settings is refused.
+    most the experts in progress (one per worker). A folder holding a buffer made with other settings is refused.
     One writer per folder: a second process on the same folder is refused (folder lock).
     """
     out = Path(out_dir)
@@ -216,17 +225,58 @@ def _generate(
         disable=not progress,
         unit="expert",
     ) as bar:
-        for index in todo:
-            trajectory, history, seed = train_expert(
-                data, cfg, index, device=device, progress=progress
-            )
+        for index, (trajectory, history, seed) in _trained(data, cfg, todo, device, progress):
             write_expert(
-                out, index, trajectory, buffer_id=store.buffer_id, seed=seed, history=history
+                out,
+                index,
+                torch.as_tensor(trajectory),
+                buffer_id=store.buffer_id,
+                seed=seed,
+                history=history,
             )
             record_expert_summaries(out)
             bar.update(1)
             bar.set_postfix(_postfix(history))
     return TrajectoryStore(out)
+
+
+def expert_workers(
+    dataset: MedicalDataset, cfg: BufferConfig, jobs: int, device: torch.device
+) -> int:
+    """Worker processes for `jobs` experts: cfg's choice, except tiny experts under auto."""
+    work = dataset.train.images[0].numel() * len(dataset.train.labels) * cfg.epochs
+    if cfg.workers == "auto" and work < _MIN_AUTO_WORK:
+        return 1
+    return cfg.workers_for(jobs, device)
+
+
+def _trained(
+    data: MedicalDataset, cfg: BufferConfig, todo: list[int], device: torch.device, progress: bool
+) -> Iterator[tuple[int, tuple[Any, dict[str, Any], int]]]:
+    """(index, train_expert's result) of each expert in `todo`, as each finishes (in any order
+    with workers), so the caller writes it at once and a kill loses only experts in progress."""
+
+    def local(index: int) -> tuple[Any, dict[str, Any], int]:
+        return train_expert(data, cfg, index, device=device, progress=progress)
+
+    workers = expert_workers(data, cfg, len(todo), device)
+    results = parallel.run_jobs_as_done(
+        _train_in_worker, (data, cfg), todo, workers, local=local, kind="expert", items="expert(s)"
+    )
+    for position, result in results:
+        yield todo[position], result
+
+
+def _train_in_worker(
+    payload: tuple[MedicalDataset, BufferConfig], index: int
+) -> tuple[Any, dict[str, Any], int]:
+    """One expert in a worker process (CPU, one thread, no progress bar). The trajectory comes
+    back as a numpy array, pickled by value: no shared-memory handle has to outlive the worker."""
+    dataset, cfg = payload
+    trajectory, history, seed = train_expert(
+        dataset, cfg, index, device=torch.device("cpu"), progress=False
+    )
+    return trajectory.numpy(), history, seed
 
 
 def _postfix(history: dict[str, Any]) -> dict[str, str]:

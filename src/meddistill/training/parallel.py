@@ -1,4 +1,5 @@
-"""Run independent CPU jobs (the K networks of an evaluation) in one-thread worker processes.
+"""Run independent CPU jobs (the K networks of an evaluation, the experts of a buffer) in
+one-thread worker processes.
 
 Each job is the same single-threaded computation it would be in this process at one thread, so
 results are bit-identical to the one-by-one run at `torch.set_num_threads(1)`; only wall time
@@ -21,7 +22,7 @@ import os
 import pickle
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -120,13 +121,14 @@ class WorkerFailure:
             failure = cls(RuntimeError, (f"{type(exc).__name__}: {exc}",), {}, trace)
         return failure
 
-    def rebuild(self) -> BaseException:
+    def rebuild(self, kind: str = "evaluation") -> BaseException:
         """The worker's exception; a non-meddistill one carries the worker's traceback as a note."""
         exc = self.cls.__new__(self.cls)
         exc.args = self.args
         exc.__dict__.update(self.state)
         if not isinstance(exc, MeddistillError) and self.trace:
-            exc.add_note(f"raised in an evaluation worker process:\n{self.trace.rstrip()}")
+            article = "an" if kind[:1] in "aeiou" else "a"
+            exc.add_note(f"raised in {article} {kind} worker process:\n{self.trace.rstrip()}")
         return exc
 
 
@@ -180,10 +182,19 @@ class _PoolFailed(Exception):
         return cls(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+@dataclass(frozen=True)
+class _Wording:
+    """How the log lines name the jobs: the kind of worker and the jobs' plural."""
+
+    kind: str = "evaluation"
+    items: str = "network(s)"
+
+
 def _pool_results(
-    fn: Callable[[Any, T], R], payload: Any, jobs: list[T], workers: int
-) -> Iterator[R]:
-    """fn(payload, job) of every job, in job order, computed by `workers` processes."""
+    fn: Callable[[Any, T], R], payload: Any, jobs: list[T], workers: int, ordered: bool, kind: str
+) -> Iterator[tuple[int, R]]:
+    """(index, fn(payload, job)) of every job, computed by `workers` processes: in job order,
+    or as each finishes (`ordered` False)."""
     try:
         pool = _make_pool(workers, payload)
     except _POOL_ERRORS as exc:
@@ -191,17 +202,19 @@ def _pool_results(
     finished = False
     try:
         try:
-            futures: list[Future] = [pool.submit(_call, fn, job) for job in jobs]
+            futures: dict[Future, int] = {
+                pool.submit(_call, fn, job): i for i, job in enumerate(jobs)
+            }
         except _POOL_ERRORS as exc:
             raise _PoolFailed.of(exc) from exc
-        for future in futures:
+        for future in list(futures) if ordered else as_completed(futures):
             try:
                 outcome = future.result()
             except _POOL_ERRORS as exc:
                 raise _PoolFailed.of(exc) from exc
             if isinstance(outcome, WorkerFailure):
-                raise outcome.rebuild() from None
-            yield outcome
+                raise outcome.rebuild(kind) from None
+            yield futures[future], outcome
         finished = True
     finally:
         if finished:
@@ -224,23 +237,56 @@ def run_jobs(
     (tensors go through shared memory). `local(job)` computes one job in this process: used for
     every job when workers <= 1, and for the jobs left when the pool cannot start or breaks.
     """
-    done = 0
+    for _, result in _run(fn, payload, jobs, workers, local, ordered=True, wording=_Wording()):
+        yield result
+
+
+def run_jobs_as_done(
+    fn: Callable[[Any, T], R],
+    payload: Any,
+    jobs: list[T],
+    workers: int,
+    *,
+    local: Callable[[T], R],
+    kind: str,
+    items: str,
+) -> Iterator[tuple[int, R]]:
+    """Yield (index in jobs, fn(payload, job)) as each job finishes, so the caller can keep
+    each result at once (a kill then loses only the jobs in progress). As run_jobs otherwise;
+    `kind` and `items` name the workers and jobs in the log ("expert", "expert(s)")."""
+    wording = _Wording(kind, items)
+    yield from _run(fn, payload, jobs, workers, local, ordered=False, wording=wording)
+
+
+def _run(
+    fn: Callable[[Any, T], R],
+    payload: Any,
+    jobs: list[T],
+    workers: int,
+    local: Callable[[T], R],
+    ordered: bool,
+    wording: _Wording,
+) -> Iterator[tuple[int, R]]:
+    """run_jobs' work: the pool, then in this process every job it did not finish."""
+    done: set[int] = set()
     problem = _shared_memory_problem(payload) if workers > 1 and jobs else None
     if problem is not None:
-        log.warning("no evaluation worker processes: %s; running %d network(s) in this process",
-                    problem, len(jobs))  # fmt: skip
+        log.warning("no %s worker processes: %s; running %d %s in this process",
+                    wording.kind, problem, len(jobs), wording.items)  # fmt: skip
         workers = 1
     if workers > 1 and jobs:
         try:
-            for result in _pool_results(fn, payload, jobs, workers):
-                done += 1
-                yield result
+            for index, result in _pool_results(fn, payload, jobs, workers, ordered, wording.kind):
+                done.add(index)
+                yield index, result
         except _PoolFailed as exc:
             log.warning(
-                "evaluation worker processes failed (%s); running the remaining %d network(s) "
-                "in this process",
+                "%s worker processes failed (%s); running the remaining %d %s in this process",
+                wording.kind,
                 exc,
-                len(jobs) - done,
+                len(jobs) - len(done),
+                wording.items,
             )
-    for job in jobs[done:]:
-        yield local(job)
+    for index, job in enumerate(jobs):
+        if index not in done:
+            yield index, local(job)
