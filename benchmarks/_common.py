@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from meddistill.utils import resolve_device, write_json_atomic
+from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.utils import make_generator, resolve_device, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,3 +122,24 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is not None:
         write_json_atomic(path, payload)
         print(f"\nResults written to {path}")
+
+
+def random_dataset(
+    seed: int, classes: int, channels: int, image_size: int, n_train: int, n_test: int
+) -> MedicalDataset:
+    """Random images of `classes` classes (train and test splits, no validation split): the
+    benchmarks time computation, so what the pixels show does not matter."""
+    gen = make_generator(seed)
+    shape = (channels, image_size, image_size)
+
+    def split(n: int) -> Split:
+        labels = torch.arange(n) % classes
+        return Split(torch.randn((n, *shape), generator=gen), labels)
+
+    return MedicalDataset(
+        name="random",
+        splits={"train": split(n_train), "test": split(n_test)},
+        class_names=[f"class{c}" for c in range(classes)],
+        normalization=Normalization((0.0,) * channels, (1.0,) * channels),
+        source_id="random",
+    )

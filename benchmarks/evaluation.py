@@ -26,10 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import add_common_options, environment, int_list, markdown_table, now, setup
+from _common import (
+    add_common_options,
+    environment,
+    int_list,
+    markdown_table,
+    now,
+    random_dataset,
+    setup,
+)
 from _common import write_json as save_json
 
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.data.dataset import MedicalDataset
 from meddistill.models import ModelSpec
 from meddistill.training.evaluate import EvalConfig, evaluate_set
 from meddistill.utils import make_generator
@@ -80,20 +88,9 @@ def modes_for(text: str, device: torch.device) -> list[str]:
 
 
 def synthetic_data(args: argparse.Namespace) -> MedicalDataset:
-    """Random images of `--classes` classes: a train split (unused but required) and a test one."""
-    gen = make_generator(args.seed)
-    shape = (args.channels, args.image_size, args.image_size)
-
-    def split(n: int) -> Split:
-        labels = torch.arange(n) % args.classes
-        return Split(torch.randn((n, *shape), generator=gen), labels)
-
-    return MedicalDataset(
-        name="random",
-        splits={"train": split(10 * args.classes), "test": split(args.test_images)},
-        class_names=[f"class{c}" for c in range(args.classes)],
-        normalization=Normalization((0.0,) * args.channels, (1.0,) * args.channels),
-        source_id="random",
+    """The benchmark's random dataset (_common.random_dataset) at its command's sizes."""
+    return random_dataset(
+        args.seed, args.classes, args.channels, args.image_size, 10 * args.classes, args.test_images
     )
 
 

@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import add_common_options, environment, markdown_table, now, setup
+from _common import add_common_options, environment, markdown_table, now, random_dataset, setup
 from _common import write_json as save_json
 
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.data.dataset import MedicalDataset
 from meddistill.experts import BufferConfig, TrajectoryStore, generate_buffer
 from meddistill.experts.config import expert_train_config
 from meddistill.experts.generate import expert_workers
 from meddistill.models import ModelSpec
-from meddistill.utils import make_generator
 
 MODES: dict[str, int | str] = {"one-by-one": 1, "workers": "auto"}
 
@@ -61,20 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def synthetic_data(args: argparse.Namespace) -> MedicalDataset:
-    """Random images of `--classes` classes (train and test splits, no validation split)."""
-    gen = make_generator(args.seed)
-    shape = (args.channels, args.image_size, args.image_size)
-
-    def split(n: int) -> Split:
-        labels = torch.arange(n) % args.classes
-        return Split(torch.randn((n, *shape), generator=gen), labels)
-
-    return MedicalDataset(
-        name="random",
-        splits={"train": split(args.train_images), "test": split(args.test_images)},
-        class_names=[f"class{c}" for c in range(args.classes)],
-        normalization=Normalization((0.0,) * args.channels, (1.0,) * args.channels),
-        source_id="random",
+    """The benchmark's random dataset (_common.random_dataset) at its command's sizes."""
+    return random_dataset(
+        args.seed, args.classes, args.channels, args.image_size, args.train_images, args.test_images
     )
 
 

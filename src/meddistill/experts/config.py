@@ -79,10 +79,4 @@ class BufferConfig:
 
     def workers_for(self, jobs: int, device: torch.device) -> int:
         """Worker processes for `jobs` experts on `device` (1: in this process)."""
-        if device.type != "cpu" or jobs <= 1:
-            return 1
-        if self.workers == "auto":
-            if not parallel.can_start_processes():
-                return 1
-            return min(jobs, parallel.available_cores())
-        return min(jobs, int(self.workers))
+        return parallel.workers_for(self.workers, jobs, device)

@@ -31,6 +31,7 @@ import torch
 import torch.multiprocessing  # noqa: F401 (registers the shared-memory tensor pickler)
 
 from meddistill.errors import MeddistillError
+from meddistill.utils import is_integer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,21 @@ def available_cores() -> int:
 def can_start_processes() -> bool:
     """False inside a daemonic process (a pool worker), which may not have children."""
     return not multiprocessing.current_process().daemon
+
+
+def valid_workers(setting: Any) -> bool:
+    """A `workers` option: auto, or an integer >= 1 (1: in this process)."""
+    return setting == "auto" or (is_integer(setting) and setting >= 1)
+
+
+def workers_for(setting: Any, jobs: int, device: torch.device) -> int:
+    """Worker processes for `jobs` independent trainings on `device` under a `workers`
+    option: 1 (in this process) on a GPU or for one job; auto = as many as usable cores."""
+    if device.type != "cpu" or jobs <= 1:
+        return 1
+    if setting == "auto":
+        return min(jobs, available_cores()) if can_start_processes() else 1
+    return min(jobs, int(setting))
 
 
 def shared_bytes(obj: Any) -> int:
