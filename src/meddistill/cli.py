@@ -19,6 +19,7 @@ from typing import Any
 from meddistill import __version__
 from meddistill.config import apply_overrides, load_yaml, merge
 from meddistill.errors import MeddistillError
+from meddistill.memory import keep_freed_memory
 from meddistill.oserrors import describe_oserror
 
 
@@ -626,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stray or not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
         args.overrides = [*args.overrides, *extra]
+    keep_freed_memory()  # no page-fault storm from per-step tensors (see memory.py)
     if getattr(args, "no_progress", None) is False and not sys.stderr.isatty():
         args.no_progress = True  # bars in a redirected log are carriage returns and escapes
     if getattr(args, "threads", None):

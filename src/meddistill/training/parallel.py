@@ -31,6 +31,7 @@ import torch
 import torch.multiprocessing  # noqa: F401 (registers the shared-memory tensor pickler)
 
 from meddistill.errors import MeddistillError
+from meddistill.memory import keep_freed_memory
 from meddistill.utils import is_integer
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def _init_worker(payload: Any) -> None:
     """Worker start: one torch thread (each job is a single-threaded computation), the payload."""
     global _PAYLOAD
     torch.set_num_threads(1)
+    keep_freed_memory()
     _PAYLOAD = payload
 
 
