@@ -143,3 +143,81 @@ def random_dataset(
         normalization=Normalization((0.0,) * channels, (1.0,) * channels),
         source_id="random",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution limit: what this device reaches on the ConvNet-3 convolutions alone
+# ---------------------------------------------------------------------------------------------
+
+
+def convnet_conv_shapes(
+    batch: int, channels: int, width: int, image_size: int, depth: int = 3
+) -> list[tuple[int, int, int, int]]:
+    """(N, C_in, C_out, H) of each 3x3 pad-1 conv of ConvNet-`depth` (H halves after each pool)."""
+    shapes, c_in, size = [], channels, image_size
+    for _ in range(depth):
+        shapes.append((batch, c_in, width, size))
+        c_in, size = width, size // 2
+    return shapes
+
+
+def conv_forward_flops(n: int, c_in: int, c_out: int, size: int, k: int = 3) -> float:
+    """2 * N * Cout * Cin * k * k * H * W (multiply-adds x 2) of one same-size conv forward."""
+    return 2.0 * n * c_out * c_in * k * k * size * size
+
+
+def network_forward_flops(
+    batch: int, channels: int, width: int, image_size: int, classes: int, depth: int = 3
+) -> float:
+    """Conv + linear FLOPs of one ConvNet forward (norm, ReLU, pooling are negligible)."""
+    shapes = convnet_conv_shapes(batch, channels, width, image_size, depth)
+    size = image_size // 2**depth
+    linear = 2.0 * batch * width * size * size * classes
+    return sum(conv_forward_flops(*s) for s in shapes) + linear
+
+
+def _time_conv(
+    device: torch.device, shape: tuple[int, int, int, int], warmup: int, repeats: int
+) -> float:
+    """Median seconds of forward + input grad + weight grad of one conv at `shape`."""
+    n, c_in, c_out, size = shape
+    gen = make_generator(0)
+    x = torch.randn((n, c_in, size, size), generator=gen).to(device).requires_grad_(True)
+    w = torch.randn((c_out, c_in, 3, 3), generator=gen).to(device).requires_grad_(True)
+    b = torch.zeros(c_out, device=device, requires_grad=True)
+    grad_out = torch.randn((n, c_out, size, size), generator=gen).to(device)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = now(device)
+        out = torch.nn.functional.conv2d(x, w, b, padding=1)
+        torch.autograd.grad(out, (x, w, b), grad_out)
+        if i >= warmup:
+            times.append(now(device) - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def conv_limit(
+    device: torch.device,
+    batch: int,
+    channels: int,
+    width: int,
+    image_size: int,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """GFLOP/s of conv forward + backward (input and weight grads) at ConvNet-3's layer shapes:
+    the ceiling a matching iteration, made almost only of these convs, can approach."""
+    layers = []
+    for shape in convnet_conv_shapes(batch, channels, width, image_size):
+        flops = 3 * conv_forward_flops(*shape)  # forward + input grad + weight grad
+        seconds = _time_conv(device, shape, warmup, repeats)
+        layers.append({"shape": list(shape), "gflop": flops / 1e9, "s": seconds})
+    total_flops = sum(layer["gflop"] for layer in layers)
+    total_s = sum(layer["s"] for layer in layers)
+    return {
+        "batch": batch,
+        "layers": layers,
+        "gflop": total_flops,
+        "s": total_s,
+        "gflops_per_s": total_flops / total_s if total_s > 0 else float("nan"),
+    }

@@ -14,6 +14,6 @@ python3 -m pytest -q -p no:cacheprovider tests/training/test_eval_parallel.py 2>
 python3 benchmarks/evaluation.py --device $DEV --epochs $EPOCHS --repeats $REPEATS --nets 5 \
     --ipcs 1,10 --widths 32,128 --out "$OUT/evaluation.json" 2>&1 | tee "$OUT/evaluation.txt"
 python3 benchmarks/matching.py --device $DEV --width 128 --steps 80 --batches 10,100 \
-    --warmup 1 --iters $ITERS $QUICK --json "$OUT/matching.json" 2>&1 | tee "$OUT/matching.txt"
+    --warmup 1 --iters $ITERS $QUICK --reference --json "$OUT/matching.json" 2>&1 | tee "$OUT/matching.txt"
 python3 benchmarks/throughput.py --device $DEV --skip-epoch $QUICK --json "$OUT/throughput.json" \
     2>&1 | tee "$OUT/throughput.txt"

@@ -13,7 +13,13 @@ CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats; CPU: the pe
 size (VmHWM, reset through /proc/self/clear_refs; getrusage ru_maxrss where that is missing).
 Both modes of a pair see the same seeds, so their gradients of the first iteration are compared.
 
-Usage: python benchmarks/matching.py [--device cpu] [--threads 2] [--json out.json]
+Also printed: this device's convolution limit at the iteration's shapes (conv2d forward + input
+and weight grads of the three ConvNet-3 convs at batch_syn, in GFLOP/s) next to the achieved
+GFLOP/s of each iteration under a stated FLOP model (`INNER_MULTIPLE`); and with `--reference`,
+the same iteration written as the public MTT code does it (reference_mtt.py), timed in its own
+worker, with meddistill / reference time ratios and its gradient checked against 'unroll'.
+
+Usage: python benchmarks/matching.py [--device cpu] [--threads 2] [--reference] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,20 +34,25 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     add_common_options,
+    conv_limit,
     environment,
     int_list,
     markdown_table,
+    network_forward_flops,
     now,
     setup,
     sync,
     write_json,
 )
+from reference_mtt import ConvNet3, ReparamModule, mtt_iteration
 from safetensors.torch import load_file, save_file
 
 from meddistill.augment import DSA
@@ -51,7 +62,7 @@ from meddistill.memory import proc_status_kb, reset_peak_rss
 from meddistill.models import ModelSpec, build_model, count_params, flatten_params
 from meddistill.utils import derive_seed, make_generator
 
-MODES = ("unroll", "adjoint")
+MODES = ("unroll", "adjoint", "reference")
 MEMORY_TARGET = 1 / 5  # adjoint peak <= 1/5 of unroll at the target number of steps
 TIME_TARGET = 1.5  # adjoint time <= 1.5 x unroll
 OOM_PHRASES = ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -64,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int_list, default=[20, 40, 80], help="syn_steps values")
     p.add_argument("--batches", type=int_list, default=[10, 100], help="batch_syn values")
     p.add_argument("--modes", default="unroll,adjoint", help="gradient modes to measure")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time the plain-PyTorch MTT iteration (reference_mtt.py) at every configuration",
+    )
+    p.add_argument(
+        "--conv-repeats", type=int, default=5, help="timed repeats of each conv-limit measurement"
+    )
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--ipc", type=int, default=10, help="synthetic images per class")
     p.add_argument("--image-size", type=int, default=28)
@@ -94,8 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.steps, args.batches, args.warmup, args.iters = 8, [2, 4], [10], 1, 2
-        args.ipc, args.target_steps = 2, 4
+        args.ipc, args.target_steps, args.conv_repeats = 2, 4, 2
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.reference and "reference" not in args.modes:
+        args.modes.append("reference")
     bad = [m for m in args.modes if m not in MODES]
     if bad:
         p.error(f"--modes: unknown mode(s) {bad}; choose from {', '.join(MODES)}")
@@ -149,10 +170,25 @@ class MemoryProbe:
         return max(0, peak - self.base) / 2**20
 
 
-def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Measure one (mode, steps, batch) in this process; optionally save the first gradient."""
-    mode, steps_text, batch_text = args.one.split(",")
-    steps, batch = int(steps_text), int(batch_text)
+@dataclass
+class Problem:
+    """Everything an iteration needs, built once per worker (same seeds in every mode)."""
+
+    model: torch.nn.Module
+    dsa: DSA | None
+    images: torch.Tensor
+    labels: torch.Tensor
+    theta_start: torch.Tensor
+    theta_target: torch.Tensor
+    syn_lr: torch.Tensor
+
+
+# An iteration: plan generator in, (loss, dL/dimages, dL/dalpha) out.
+Iteration = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def build_problem(args: argparse.Namespace, device: torch.device) -> Problem:
+    """Model, random images, and a start/target pair a few expert epochs apart."""
     model = build_model(
         ModelSpec(depth=3, width=args.width),
         in_channels=args.channels,
@@ -161,40 +197,99 @@ def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         seed=args.seed,
         device=device,
     )
-    dsa = None if args.no_dsa else DSA(spatial_dims=2)
-    problem = StudentProblem(model, dsa)
     gen = make_generator(derive_seed(args.seed, "data"))
-    num = args.classes * args.ipc
-    shape = (num, args.channels, args.image_size, args.image_size)
+    shape = (args.classes * args.ipc, args.channels, args.image_size, args.image_size)
     images = torch.randn(shape, generator=gen).to(device)
     labels = torch.arange(args.classes).repeat_interleave(args.ipc).to(device)
     theta_start = flatten_params(model).to(device)
     # A target the size of a few expert epochs away: 1% of the parameters' RMS per element.
     scale = 0.01 * float(theta_start.pow(2).mean().sqrt())
     theta_target = theta_start + scale * torch.randn(theta_start.shape, generator=gen).to(device)
+    dsa = None if args.no_dsa else DSA(spatial_dims=2)
     syn_lr = torch.tensor(args.syn_lr, device=device)
+    return Problem(model, dsa, images, labels, theta_start, theta_target, syn_lr)
+
+
+def engine_iteration(pb: Problem, mode: str, steps: int, batch: int) -> Iteration:
+    """meddistill's iteration: plan steps and DSA draws, student_gradients in `mode`."""
+    problem = StudentProblem(pb.model, pb.dsa)
+    num, device = pb.images.shape[0], pb.images.device
 
     def select(states: list[torch.Tensor]) -> list[int]:
         return [len(states) - 1]
 
     def loss_of(states: dict[int, torch.Tensor]) -> torch.Tensor:
         (w_end,) = states.values()
-        return normalized_param_loss(w_end, theta_start, theta_target)
+        return normalized_param_loss(w_end, pb.theta_start, pb.theta_target)
 
-    def iteration(i: int) -> tuple[torch.Tensor, Any]:
-        plan_gen = make_generator(derive_seed(args.seed, "plans", i))
-        plans = plan_steps(num, steps, batch, plan_gen, dsa, device)
+    def run(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        plans = plan_steps(num, steps, batch, gen, pb.dsa, device)
         loss, grads, _ = student_gradients(
-            problem, theta_start, images, labels, syn_lr, plans, select, loss_of, mode=mode
+            problem,
+            pb.theta_start,
+            pb.images,
+            pb.labels,
+            pb.syn_lr,
+            plans,
+            select,
+            loss_of,
+            mode=mode,
         )
-        return loss, grads
+        return loss, grads.images, grads.syn_lr
 
+    return run
+
+
+def reference_iteration(pb: Problem, args: argparse.Namespace, steps: int, batch: int) -> Iteration:
+    """The plain-PyTorch reference (reference_mtt.py) at the same start, target and draws."""
+    device = pb.images.device
+    net = ReparamModule(ConvNet3(args.channels, args.classes, args.width, args.image_size))
+    net = net.to(device)
+    images = pb.images.detach().clone().requires_grad_(True)
+    syn_lr = pb.syn_lr.detach().clone().requires_grad_(True)
+
+    def run(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return mtt_iteration(
+            net,
+            images,
+            pb.labels,
+            syn_lr,
+            pb.theta_start,
+            pb.theta_target,
+            steps,
+            batch,
+            gen,
+            pb.dsa,
+        )
+
+    return run
+
+
+def _iteration(
+    pb: Problem, args: argparse.Namespace, mode: str, steps: int, batch: int
+) -> Iteration:
+    if mode == "reference":
+        return reference_iteration(pb, args, steps, batch)
+    return engine_iteration(pb, mode, steps, batch)
+
+
+def _save_first(path: Path | None, loss: torch.Tensor, gx: torch.Tensor, glr: torch.Tensor) -> None:
+    """Keep the first iteration's gradient: every mode sees the same seeds, so they must agree."""
+    if path is None:
+        return
+    tensors = {"images": gx, "syn_lr": glr.reshape(1), "loss": loss.reshape(1)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Measure one (mode, steps, batch) in this process; optionally save the first gradient."""
+    mode, steps_text, batch_text = args.one.split(",")
+    steps, batch = int(steps_text), int(batch_text)
+    pb = build_problem(args, device)
     # Prime one-time lazy state (thread pools, kernels, allocator arenas) with a tiny iteration,
     # so the peak below is the iteration's own memory and not a fixed start-up offset.
-    prime = plan_steps(num, 1, min(batch, 2), make_generator(1), dsa, device)
-    student_gradients(
-        problem, theta_start, images, labels, syn_lr, prime, select, loss_of, mode=mode
-    )
+    _iteration(pb, args, mode, 1, min(batch, 2))(make_generator(1))
+    iteration = _iteration(pb, args, mode, steps, batch)
     if device.type == "cpu" and args.max_mem_mb:
         _limit_address_space(args.max_mem_mb)
     probe = MemoryProbe(device)
@@ -203,23 +298,14 @@ def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     first_loss = None
     for i in range(args.warmup + args.iters):
         t0 = now(device)
-        loss, grads = iteration(i)
+        loss, gx, glr = iteration(make_generator(derive_seed(args.seed, "plans", i)))
         elapsed = now(device) - t0
         if i >= args.warmup:
             times.append(elapsed)
-        if i == 0:  # same seeds in both modes: this is the gradient the parent compares
+        if i == 0:
             first_loss = float(loss)
-            if args.grad_out is not None:
-                save_file(
-                    {
-                        "images": grads.images.detach().cpu().contiguous(),
-                        "syn_lr": grads.syn_lr.detach().reshape(1).cpu(),
-                        "loss": loss.detach().reshape(1).cpu(),
-                    },
-                    str(args.grad_out),
-                )
-        del loss, grads
-    peak = probe.peak_mb()
+            _save_first(args.grad_out, loss, gx, glr)
+        del loss, gx, glr
     return {
         "mode": mode,
         "steps": steps,
@@ -227,9 +313,9 @@ def run_one(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "status": "ok",
         "s_per_iter": statistics.median(times),
         "times": times,
-        "peak_mb": peak,
+        "peak_mb": probe.peak_mb(),
         "memory_method": probe.method,
-        "params": count_params(model),
+        "params": count_params(pb.model),
         "loss": first_loss,
     }
 
@@ -374,6 +460,156 @@ def compare(
     return pairs
 
 
+# Passes of (forward + backward) through the student per syn_step, i.e. multiples of the inner
+# work 3 x F (F = one network forward, conv + linear): 'unroll' and the reference do the inner
+# pass and an outer backward through all steps counted as 2x the inner work; 'adjoint' does a
+# graph-free inner pass, then per step a rebuilt forward+backward (1x) and the double backward
+# for the Hessian-vector product (2x).
+INNER_MULTIPLE = {"unroll": 3.0, "reference": 3.0, "adjoint": 4.0}
+
+
+def iteration_gflop(args: argparse.Namespace, mode: str, steps: int, batch: int) -> float:
+    """Modelled FLOPs of one iteration (see INNER_MULTIPLE), in GFLOP."""
+    n = min(batch, args.classes * args.ipc)
+    forward = network_forward_flops(n, args.channels, args.width, args.image_size, args.classes)
+    return INNER_MULTIPLE[mode] * steps * 3 * forward / 1e9
+
+
+def measure_conv_limits(args: argparse.Namespace, device: torch.device) -> dict[int, dict]:
+    """The conv limit at each batch_syn (its conv shapes), in this (parent) process."""
+    limits = {}
+    for batch in args.batches:
+        n = min(batch, args.classes * args.ipc)
+        limits[batch] = conv_limit(
+            device, n, args.channels, args.width, args.image_size, repeats=args.conv_repeats
+        )
+        print(
+            f"  conv limit batch {n:3d}: {limits[batch]['gflops_per_s']:.1f} GFLOP/s "
+            f"({1e3 * limits[batch]['s']:.2f} ms for {limits[batch]['gflop']:.3f} GFLOP)",
+            flush=True,
+        )
+    return limits
+
+
+def add_flop_rates(
+    results: list[dict[str, Any]], limits: dict[int, dict], args: argparse.Namespace
+) -> None:
+    """Achieved GFLOP/s of each measured iteration and its fraction of the conv limit."""
+    for r in results:
+        if r["status"] != "ok":
+            continue
+        gflop = iteration_gflop(args, r["mode"], r["steps"], r["batch"])
+        rate = gflop / r["s_per_iter"]
+        limit = limits[r["batch"]]["gflops_per_s"]
+        r.update(model_gflop=gflop, gflops_per_s=rate, conv_limit_gflops_per_s=limit)
+        r["fraction_of_conv_limit"] = rate / limit
+
+
+def print_conv_report(
+    results: list[dict[str, Any]], limits: dict[int, dict], args: argparse.Namespace
+) -> None:
+    print(
+        "\nConvolution limit: conv2d forward + input grad + weight grad (3 x 2*N*Cout*Cin*9*H*W "
+        f"FLOPs) at the ConvNet-3 layer shapes, median of {args.conv_repeats} after 2 warm-up:\n"
+    )
+    rows = [
+        [
+            lim["batch"],
+            "x".join(map(str, layer["shape"])),
+            f"{layer['gflop']:.4f}",
+            f"{1e3 * layer['s']:.3f}",
+            f"{layer['gflop'] / layer['s']:.1f}",
+        ]
+        for lim in limits.values()
+        for layer in lim["layers"]
+    ]
+    headers = ["batch", "N x Cin x Cout x H", "GFLOP", "ms", "GFLOP/s"]
+    print(markdown_table(headers, rows))
+    print(
+        "\nAchieved GFLOP/s of the iteration (modelled FLOPs: syn_steps x (forward + backward) "
+        "x 3 for unroll/reference (inner pass + outer backward ~ 2x inner), x 4 for adjoint "
+        "(graph-free pass + per-step recompute + HVP ~ 2x); norm, ReLU, pooling, DSA not "
+        "counted) vs the conv limit at the same batch:\n"
+    )
+    rows = [
+        [
+            r["mode"],
+            r["steps"],
+            r["batch"],
+            f"{r['model_gflop']:.2f}",
+            f"{r['gflops_per_s']:.1f}",
+            f"{r['conv_limit_gflops_per_s']:.1f}",
+            f"{r['fraction_of_conv_limit']:.2f}",
+        ]
+        for r in results
+        if r["status"] == "ok"
+    ]
+    headers = ["mode", "syn_steps", "batch_syn", "model GFLOP", "achieved GFLOP/s"]
+    print(markdown_table(headers + ["conv limit GFLOP/s", "achieved / limit"], rows))
+
+
+def compare_reference(
+    results: list[dict[str, Any]], grad_files: dict[tuple, Path], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Per (steps, batch): engine time / reference time, and reference-vs-unroll gradients."""
+    out = []
+    for steps in args.steps:
+        for batch in args.batches:
+            by_mode = {r["mode"]: r for r in results if r["steps"] == steps and r["batch"] == batch}
+            ref = by_mode.get("reference")
+            if not ref or ref["status"] != "ok":
+                continue
+            entry: dict[str, Any] = {
+                "steps": steps,
+                "batch": batch,
+                "reference_s": ref["s_per_iter"],
+            }
+            for mode in ("unroll", "adjoint"):
+                r = by_mode.get(mode)
+                if r and r["status"] == "ok":
+                    entry[f"{mode}_over_reference"] = r["s_per_iter"] / ref["s_per_iter"]
+            gu, gr = (
+                grad_files.get(("unroll", steps, batch)),
+                grad_files.get(("reference", steps, batch)),
+            )
+            if gu is not None and gr is not None and gu.exists() and gr.exists():
+                tu, tr = load_file(str(gu)), load_file(str(gr))
+                entry["grad_rel_err_images"] = relative_error(tr["images"], tu["images"])
+                entry["grad_rel_err_syn_lr"] = relative_error(tr["syn_lr"], tu["syn_lr"])
+            out.append(entry)
+    return out
+
+
+def print_reference_report(ref_pairs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    if not ref_pairs:
+        return
+    dsa_note = "no DSA in either" if args.no_dsa else "same per-step DSA draws as the engine"
+    print(
+        "\nReference: plain-PyTorch MTT iteration (benchmarks/reference_mtt.py, ReparamModule, "
+        f"create_graph through all steps, {dsa_note}); meddistill time / reference time, and "
+        "||g_reference - g_unroll|| / ||g_unroll||:\n"
+    )
+
+    def fmt(entry: dict[str, Any], key: str, spec: str) -> str:
+        return format(entry[key], spec) if key in entry else "-"
+
+    rows = [
+        [
+            e["steps"],
+            e["batch"],
+            f"{e['reference_s']:.3f}",
+            fmt(e, "unroll_over_reference", ".2f"),
+            fmt(e, "adjoint_over_reference", ".2f"),
+            fmt(e, "grad_rel_err_images", ".1e"),
+            fmt(e, "grad_rel_err_syn_lr", ".1e"),
+        ]
+        for e in ref_pairs
+    ]
+    headers = ["syn_steps", "batch_syn", "reference s / iteration", "unroll / reference"]
+    headers += ["adjoint / reference", "grad rel. err (images)", "grad rel. err (alpha)"]
+    print(markdown_table(headers, rows))
+
+
 def _yes_no(flag: bool | None) -> str:
     return "-" if flag is None else ("yes" if flag else "NO")
 
@@ -442,6 +678,28 @@ def print_report(
     )
 
 
+def run_grid(
+    args: argparse.Namespace, device: torch.device, tmp: Path
+) -> tuple[list[dict[str, Any]], dict[tuple, Path]]:
+    """Every (steps, batch, mode) in its own worker; results and first-gradient files."""
+    results: list[dict[str, Any]] = []
+    grad_files: dict[tuple, Path] = {}
+    for steps in args.steps:
+        for batch in args.batches:
+            for mode in args.modes:
+                print(f"  {mode:9s} steps {steps:3d} batch {batch:3d}: ", end="", flush=True)
+                result, grad_path = run_worker(args, device, mode, steps, batch, tmp)
+                results.append(result)
+                grad_files[(mode, steps, batch)] = grad_path
+                shown = (
+                    f"{result['s_per_iter']:.3f} s/iter, {result['peak_mb']:.0f} MB"
+                    if result["status"] == "ok"
+                    else f"{result['status']} {result.get('detail', '')}"
+                )
+                print(shown, flush=True)
+    return results, grad_files
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one is not None:
@@ -451,26 +709,17 @@ def main(argv: list[str] | None = None) -> int:
         available = _available_mb()
         args.max_mem_mb = round(0.75 * available) if available else 0
     env = environment(device)
-    print(f"# Matching iteration: unroll vs adjoint ({env['device_name']}, torch {env['torch']})")
-    results: list[dict[str, Any]] = []
-    grad_files: dict[tuple, Path] = {}
+    title = " vs ".join(args.modes)
+    print(f"# Matching iteration: {title} ({env['device_name']}, torch {env['torch']})")
+    limits = measure_conv_limits(args, device)
     with tempfile.TemporaryDirectory(prefix="meddistill-bench-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        for steps in args.steps:
-            for batch in args.batches:
-                for mode in args.modes:
-                    print(f"  {mode:7s} steps {steps:3d} batch {batch:3d}: ", end="", flush=True)
-                    result, grad_path = run_worker(args, device, mode, steps, batch, tmp)
-                    results.append(result)
-                    grad_files[(mode, steps, batch)] = grad_path
-                    shown = (
-                        f"{result['s_per_iter']:.3f} s/iter, {result['peak_mb']:.0f} MB"
-                        if result["status"] == "ok"
-                        else f"{result['status']} {result.get('detail', '')}"
-                    )
-                    print(shown, flush=True)
+        results, grad_files = run_grid(args, device, Path(tmp_dir))
         pairs = compare(results, grad_files, args)
+        ref_pairs = compare_reference(results, grad_files, args)
+    add_flop_rates(results, limits, args)
     print_report(results, pairs, args, env)
+    print_conv_report(results, limits, args)
+    print_reference_report(ref_pairs, args)
     print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
     print(f"Command: {env['command']}")
     if args.quick:
@@ -490,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "configurations": results,
             "comparisons": pairs,
+            "conv_limits": list(limits.values()),
+            "flop_model_inner_multiple": INNER_MULTIPLE,
+            "reference_comparisons": ref_pairs,
         },
     )
     return 0
