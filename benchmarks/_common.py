@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.memory import keep_freed_memory
 from meddistill.utils import make_generator, resolve_device, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,9 @@ def int_list(text: str) -> list[int]:
 
 
 def setup(device_name: str, threads: int) -> torch.device:
-    """Resolve the device and set the CPU thread count (scripts may; library code never does)."""
+    """Resolve the device and set the CPU thread count (scripts may; library code never does);
+    glibc keeps freed memory as the `meddistill` command does, so the numbers are the CLI's."""
+    keep_freed_memory()
     if threads > 0:
         torch.set_num_threads(threads)
     return resolve_device(device_name)
