@@ -121,6 +121,22 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def print_provenance(env: dict[str, Any], quick: bool) -> None:
+    """What every benchmark prints under its tables: the device, the exact command, and for
+    --quick the warning that its numbers are not for reporting."""
+    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
+    print(f"Command: {env['command']}")
+    if quick:
+        print("(--quick: smoke-run settings; do not report these numbers)")
+
+
+def settings_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parsed options as JSON-ready settings (paths as text), minus internal ones."""
+    return {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip
+    }
+
+
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is not None:
         write_json_atomic(path, payload)

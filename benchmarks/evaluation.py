@@ -32,7 +32,9 @@ from _common import (
     int_list,
     markdown_table,
     now,
+    print_provenance,
     random_dataset,
+    settings_of,
     setup,
 )
 from _common import write_json as save_json
@@ -193,11 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "run(s) after one warm-up; speed-up = sequential time / this mode's time:\n"
     )
     print(table(rows, args))
-    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
-    print(f"Command: {env['command']}")
-    if args.quick:
-        print("(--quick: smoke-run settings; do not report these numbers)")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    print_provenance(env, args.quick)
+    settings = settings_of(args)
     save_json(
         args.json,
         {"benchmark": "evaluation", "environment": env, "settings": settings, "results": rows},

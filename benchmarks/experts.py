@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import add_common_options, environment, markdown_table, now, random_dataset, setup
+from _common import (
+    add_common_options,
+    environment,
+    markdown_table,
+    now,
+    print_provenance,
+    random_dataset,
+    settings_of,
+    setup,
+)
 from _common import write_json as save_json
 
 from meddistill.data.dataset import MedicalDataset
@@ -146,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode's time:\n"
     )
     print(table(rows, args))
-    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
-    print(f"Command: {env['command']}")
-    if args.quick:
-        print("(--quick: smoke-run settings; do not report these numbers)")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    print_provenance(env, args.quick)
+    settings = settings_of(args)
     results = [{k: v for k, v in r.items() if k != "trajectories"} for r in rows]
     save_json(
         args.json,

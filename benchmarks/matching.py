@@ -48,6 +48,8 @@ from _common import (
     markdown_table,
     network_forward_flops,
     now,
+    print_provenance,
+    settings_of,
     setup,
     sync,
     write_json,
@@ -720,12 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     print_report(results, pairs, args, env)
     print_conv_report(results, limits, args)
     print_reference_report(ref_pairs, args)
-    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
-    print(f"Command: {env['command']}")
-    if args.quick:
-        print("(--quick: smoke-run settings; do not report these numbers)")
-    settings = {k: v for k, v in vars(args).items() if k not in ("one", "result_out", "grad_out")}
-    settings["json"] = str(settings["json"]) if settings["json"] else None
+    print_provenance(env, args.quick)
+    settings = settings_of(args, skip=("one", "result_out", "grad_out"))
     write_json(
         args.json,
         {

@@ -28,6 +28,8 @@ from _common import (
     int_list,
     markdown_table,
     now,
+    print_provenance,
+    settings_of,
     setup,
     write_json,
 )
@@ -238,16 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                 )
             )
-    print(f"\nDevice: {env['device_name']} ({env['device']}), torch {env['torch']}")
-    print(f"Command: {env['command']}")
-    if args.quick:
-        print("(--quick: smoke-run settings; do not report these numbers)")
+    print_provenance(env, args.quick)
     write_json(
         args.json,
         {
             "benchmark": "throughput",
             "environment": env,
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "settings": settings_of(args),
             "step_throughput": rows,
             "expert_epoch": epochs,
             "expert_epoch_note": epoch_note,
