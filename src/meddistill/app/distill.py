@@ -182,17 +182,17 @@ def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
 
 
 def run_folder(
-    plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, command: str
+    plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, command: str, run_id: str
 ) -> RunDir:
-    """The run folder, named by dataset, method, IPC and the run identity (so changing only
-    `eval.*` finds the same folder and evaluates its set again); config.yaml holds the
-    config every stage of this invocation uses."""
+    """The run folder, named by dataset, method, IPC and the run identity `run_id` (so
+    changing only `eval.*` finds the same folder and evaluates its set again); config.yaml
+    holds the config every stage of this invocation uses."""
     job = plan.job
     name = f"{slug(dataset.name)}-{slug(plan.method.name)}-ipc{plan.ipc}"
     if job.out:
         out = Path(job.out)
     else:
-        folder = Path(runs_root) / slug(command) / f"{name}-{run_identity(plan, dataset)[:8]}"
+        folder = Path(runs_root) / slug(command) / f"{name}-{run_id[:8]}"
         out = inside(runs_root, folder, "run folder")
     run = RunDir(out, used_config(plan))
     run.save_json("env.json", environment_info())
@@ -224,10 +224,10 @@ def run_distill(
     dataset = job.dataset.load()
     warning = check_before_work(plan, dataset)  # a refused run leaves nothing behind
     dataset = dataset.to(plan.device)
-    with run_folder(plan, dataset, runs_root, command) as run:
+    run_id = run_identity(plan, dataset)
+    with run_folder(plan, dataset, runs_root, command, run_id) as run:
         if warning is not None:
             run.log(warning)
-        run_id = run_identity(plan, dataset)
         syn = finished_set(run, run_id)
         if syn is None:
             syn = _make_set(run, plan, dataset, runs_root, progress)
