@@ -7,12 +7,14 @@ Modes:
 
 - one-by-one: workers=1 (every expert in this process, one after another, torch's threads)
 - workers: workers=auto (one one-thread worker process per usable core, at most one per expert)
+- compiled / workers+compiled: the same with compile=True (torch.compile'd training steps)
 
-Each mode runs once untimed (warm-up: imports, the worker processes' fork server), then
+Each mode runs once untimed (warm-up: imports, the worker processes' fork server, the compile;
+its time is shown as "first run"), then
 `--repeats` timed runs, each into a fresh folder; the median is reported with its speed-up over
 the one-by-one median of the same invocation. The table also says whether the mode's expert
 trajectories equal the one-by-one ones (bit-identical when the one-by-one run uses one thread,
-`--threads 1`).
+`--threads 1`; compiled: the largest relative difference of a final parameter vector).
 
 Usage: python benchmarks/experts.py [--threads 1] [--experts 4] [--json r.json] [--quick]
 """
@@ -45,7 +47,12 @@ from meddistill.experts.config import expert_train_config
 from meddistill.experts.generate import expert_workers
 from meddistill.models import ModelSpec
 
-MODES: dict[str, int | str] = {"one-by-one": 1, "workers": "auto"}
+MODES: dict[str, dict[str, Any]] = {
+    "one-by-one": {"workers": 1, "compile": False},
+    "workers": {"workers": "auto", "compile": False},
+    "compiled": {"workers": 1, "compile": True},
+    "workers+compiled": {"workers": "auto", "compile": True},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=512, help="size of the train split")
     p.add_argument("--test-images", type=int, default=256, help="size of the test split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--modes",
+        type=lambda text: ["one-by-one", *[m for m in text.split(",") if m != "one-by-one"]],
+        default=list(MODES),
+        help="comma-separated of " + ", ".join(MODES) + " (one-by-one always runs: the base)",
+    )
     args = p.parse_args(argv)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        p.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.quick:
         args.repeats, args.width, args.train_images, args.test_images = 1, 8, 448, 32
     return args
@@ -82,7 +98,7 @@ def buffer_config(mode: str, args: argparse.Namespace) -> BufferConfig:
         model=ModelSpec(name="convnet", depth=3, width=args.width),
         train=expert_train_config(args.epochs),
         seed=args.seed,
-        workers=MODES[mode],
+        **MODES[mode],
     )
 
 
@@ -104,7 +120,7 @@ def time_mode(
 ) -> dict[str, Any]:
     """One warm-up, then the median wall time of `repeats` buffers."""
     cfg = buffer_config(mode, args)
-    one_buffer(cfg, data, device)
+    first, _ = one_buffer(cfg, data, device)
     times, trajectories = [], []
     for _ in range(args.repeats):
         elapsed, trajectories = one_buffer(cfg, data, device)
@@ -112,10 +128,21 @@ def time_mode(
     return {
         "mode": mode,
         "workers": expert_workers(data, cfg, args.experts, device),
+        "compiled": cfg.compile_on(args.train_images, device),
+        "first_run_s": first,
         "median_s": statistics.median(times),
         "runs_s": times,
         "trajectories": trajectories,
     }
+
+
+def _agreement(trajectories: list[torch.Tensor], base: list[torch.Tensor]) -> str:
+    """identical, or the largest relative difference of an expert's final parameters."""
+    pairs = list(zip(trajectories, base, strict=True))
+    if all(torch.equal(a, b) for a, b in pairs):
+        return "identical"
+    worst = max(float((a[-1] - b[-1]).norm() / b[-1].norm()) for a, b in pairs)
+    return f"final params differ by {worst:.1e} (relative)"
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -123,17 +150,14 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     base = rows[0]
     lines = []
     for row in rows:
-        same = all(
-            torch.equal(a, b)
-            for a, b in zip(row["trajectories"], base["trajectories"], strict=True)
-        )
         how = f"{row['workers']} processes" if row["workers"] > 1 else "in-process"
+        how += ", compiled" if row["compiled"] else ""
         lines.append([
-            f"{row['mode']} ({how})", f"{row['median_s']:.2f}",
+            f"{row['mode']} ({how})", f"{row['first_run_s']:.2f}", f"{row['median_s']:.2f}",
             f"{row['median_s'] / args.experts:.2f}", f"{base['median_s'] / row['median_s']:.2f}x",
-            "-" if row is base else ("identical" if same else "differ"),
+            "-" if row is base else _agreement(row["trajectories"], base["trajectories"]),
         ])  # fmt: skip
-    headers = ["mode", "time (s)", "per expert (s)", "speed-up", "trajectories"]
+    headers = ["mode", "first run (s)", "time (s)", "per expert (s)", "speed-up", "trajectories"]
     return markdown_table(headers, lines)
 
 
@@ -144,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     data = synthetic_data(args)
     print(f"# Expert buffer speed ({env['device_name']}, torch {env['torch']})\n", flush=True)
     rows = []
-    for mode in MODES:
+    for mode in args.modes:
         rows.append(time_mode(mode, data, args, device))
-        print(f"  {mode:10s}: {rows[-1]['median_s']:.2f} s", file=sys.stderr, flush=True)
+        print(f"  {mode:16s}: {rows[-1]['median_s']:.2f} s", file=sys.stderr, flush=True)
     print(
         f"generate_buffer of {args.experts} ConvNet-3 (width {args.width}) experts, "
         f"{args.epochs} epochs each (SGD lr 0.01, batch 256, DSA), {args.classes} classes of "

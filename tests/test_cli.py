@@ -391,11 +391,11 @@ def test_end_to_end_on_an_image_folder(capsys, workdir):
     ds = image_folder(workdir / "ds", {"a": 12, "b": 12, "c": 12}, size=16)
     dataset = f"folder:{ds}"
 
-    # info: 12 images per class, 80/20 -> 10 train, 2 test each
+    # info: 12 images per class, 20 % test and 10 % val -> 9 train, 1 val, 2 test each
     assert main(["info", dataset, "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["class_names"] == ["a", "b", "c"] and facts["image_shape"] == [3, 16, 16]
-    assert facts["class_counts"] == {"train": [10, 10, 10], "test": [2, 2, 2]}
+    assert facts["class_counts"] == {"train": [9, 9, 9], "val": [1, 1, 1], "test": [2, 2, 2]}
 
     # buffer: 2 experts x 3 epochs, width 4
     buf = workdir / "buf"

@@ -111,8 +111,9 @@ def test_how_many_processes_train_or_evaluate_is_not_part_of_the_run_identity():
     from meddistill.app.distill import resolve_distill, run_identity
 
     data = shifted_toy()
-    scheduling = [{}, {"experts": {"workers": 1}}, {"eval": {"workers": 1}},
-                  {"match": {"eval": {"workers": 1, "batched": False}}}]  # fmt: skip
+    scheduling = [{}, {"experts": {"workers": 1, "compile": True}}, {"eval": {"workers": 1}},
+                  {"match": {"eval": {"workers": 1, "batched": False, "compile": False}}},
+                  {"eval": {"compile": True}}]  # fmt: skip
     ids = {
         run_identity(resolve_distill(resolve(DistillJob, {"method": "hoptm", **extra})), data)
         for extra in scheduling

@@ -123,6 +123,17 @@ def _distill_args(dis: argparse.ArgumentParser) -> None:
     )
 
 
+def _tune_args(tun: argparse.ArgumentParser) -> None:
+    _distill_args(tun)
+    tun.add_argument("--trials", type=int, help="trials to finish (tune.trials)")
+    tun.add_argument(
+        "--minutes", type=float, help="stop starting trials after this long (tune.minutes)"
+    )
+    tun.add_argument(
+        "--params", nargs="+", metavar="NAME", help="knobs to search (tune.params; default all)"
+    )
+
+
 def _coreset_args(cor: argparse.ArgumentParser) -> None:
     cor.add_argument("--dataset", help="dataset name (default bloodmnist)")
     cor.add_argument(
@@ -154,6 +165,7 @@ JOB_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "buffer": ("train expert networks and record their trajectories", _buffer_args),
     "baseline": ("evaluate full data and random real subsets", _baseline_args),
     "distill": ("distil a dataset into a few synthetic images per class", _distill_args),
+    "tune": ("search a method's knobs on the validation split (Optuna)", _tune_args),
     "coreset": ("select real images per class: random, herding, kcenter", _coreset_args),
     "evaluate": ("train fresh networks on a set of images and test them", _evaluate_args),
 }
@@ -370,6 +382,16 @@ def _distill_flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def _tune_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _distill_flags(args)
+    tune = _present({"trials": args.trials, "minutes": args.minutes})
+    if args.params:
+        tune["params"] = list(args.params)
+    if tune:
+        flags["tune"] = tune
+    return flags
+
+
 def _coreset_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = _job_flags(args)
     flags.update(_present({k: getattr(args, k) for k in ("selection", "ipc", "out")}))
@@ -384,6 +406,7 @@ JOB_FLAGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "baseline": _baseline_flags,
     "evaluate": _evaluate_flags,
     "distill": _distill_flags,
+    "tune": _tune_flags,
     "coreset": _coreset_flags,
 }
 
@@ -487,6 +510,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(_format_rows(results["rows"]))
     print(f"synthetic set: {results['synthetic']}  (learned step size {results['syn_lr']:.4g})")
     print(f"results: {results['run_dir']}/results.json")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from meddistill.app.tune import run_tune
+
+    result = run_tune(_job(args, "tune"), args.runs_dir, progress=not args.no_progress)
+    best = result["best"]
+    print(f"best: trial {best['number']}, val accuracy {100 * best['val_acc']:.2f} % with "
+          f"{best['params']}")  # fmt: skip
+    print(f"preset: {result['preset']}  (meddistill distill --config it to report on test)")
     return 0
 
 
@@ -596,6 +630,7 @@ COMMANDS = {
     "baseline": cmd_baseline,
     "evaluate": cmd_evaluate,
     "distill": cmd_distill,
+    "tune": cmd_tune,
     "export": cmd_export,
     "coreset": cmd_coreset,
     "bench": cmd_bench,

@@ -49,7 +49,7 @@ def result(artifact_id: str, seed: int, acc: float, arch: str = "convnet", k: in
 def test_new_database_has_the_documented_schema(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "results.sqlite"
     with ResultsDB(path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 3
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 4
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"meta", "artifacts", "evals", "results", "grid_cells", "claims"}
@@ -167,19 +167,19 @@ def test_an_old_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "r.sqlite"
     with ResultsDB(path) as db:
         db.add_artifact(artifact("a1"))
-    migrations = {**dbmod.MIGRATIONS, 4: ("ALTER TABLE results ADD COLUMN note TEXT",)}
+    migrations = {**dbmod.MIGRATIONS, 5: ("ALTER TABLE results ADD COLUMN note TEXT",)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", migrations)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 5)
     with ResultsDB(path) as db:
-        assert db.schema_version() == 4
+        assert db.schema_version() == 5
         assert db.artifact("a1") is not None  # the data survived
     con = sqlite3.connect(path)
     assert "note" in [r[1] for r in con.execute("PRAGMA table_info(results)")]
     con.close()
     # A version with no migration path is refused, not half-migrated.
-    kept = {v: dbmod.MIGRATIONS[v] for v in (1, 2, 3)}
+    kept = {v: dbmod.MIGRATIONS[v] for v in (1, 2, 3, 4)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", kept)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 5)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
     with pytest.raises(ArtifactError, match="cannot migrate"):
         ResultsDB(path)
 
@@ -224,7 +224,7 @@ def test_measure_stage_reports_time_and_peak_memory() -> None:
     assert small.peak_mem_mb < 20
 
 
-def test_a_version_2_database_is_read_as_it_is_and_migrated_to_3(
+def test_a_version_2_database_is_read_as_it_is_and_migrated_to_the_current(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Version 3 added cpu_s: a reader (never migrating) reads it as NULL from a version 2
@@ -246,8 +246,11 @@ def test_a_version_2_database_is_read_as_it_is_and_migrated_to_3(
         assert reader.schema_version() == 2
         got = reader.artifact("a1")
         assert got is not None and got.wall_s == 2.0 and got.cpu_s is None
-    with ResultsDB(path) as writer:  # migrated
-        assert writer.schema_version() == 3
+    with ResultsDB(path) as writer:  # migrated (3: cpu_s, 4: val_acc and val_auc)
+        assert writer.schema_version() == dbmod.SCHEMA_VERSION == 4
+        assert {"val_acc", "val_auc"} <= {
+            r[1] for r in writer._conn.execute("PRAGMA table_info(results)")
+        }
         writer.add_artifact(artifact("a2", cpu_s=1.5))
         assert writer.artifact("a1").wall_s == 2.0  # type: ignore[union-attr]
         assert writer.artifact("a2").cpu_s == 1.5  # type: ignore[union-attr]

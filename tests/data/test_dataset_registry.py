@@ -57,7 +57,7 @@ def test_describe_medmnist_without_a_file() -> None:
 def test_describe_presets() -> None:
     busi = describe_known("busi")
     assert busi["class_names"] == ["benign", "malignant", "normal"]
-    assert busi["default_size"] == 112 and busi["split"].startswith("stratified 8:2")
+    assert busi["default_size"] == 112 and busi["split"].startswith("stratified, 20% of each class to test and 10 % to val")
     covid = describe_known("covid19-cxr")
     assert covid["n_classes"] == 4 and covid["normalization"] == IMAGENET.to_dict()
     assert describe_known("ham10000")["options"]["labels_csv"] == "HAM10000_metadata.csv"

@@ -26,7 +26,7 @@ def _pixel_levels(split_images: torch.Tensor) -> list[int]:
 
 def test_class_folders_sorted_and_decoded(tmp_path: Path) -> None:
     root = class_folders(tmp_path / "ds", {"b": 5, "a": 5, "c": 5})
-    ds = load_image_folder(root, normalization=ID3, test_fraction=0.2)
+    ds = load_image_folder(root, normalization=ID3, test_fraction=0.2, val_fraction=0.0)
     assert ds.class_names == ["a", "b", "c"]
     assert ds.image_shape == (3, 8, 8) and ds.train.images.dtype == torch.float32
     assert ds.class_counts("train") == [4, 4, 4] and ds.class_counts("test") == [1, 1, 1]
@@ -70,7 +70,7 @@ def test_train_test_subfolders_are_kept(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     class_folders(root / "train", {"x": 4, "y": 3})
     class_folders(root / "test", {"x": 2, "y": 1})
-    ds = load_image_folder(root, normalization=ID3, test_fraction=0.5)
+    ds = load_image_folder(root, normalization=ID3, test_fraction=0.5, val_fraction=0.0)
     assert ds.info["layout"] == "train-test-folders" and ds.info["split"] == "official folders"
     assert ds.class_counts("train") == [4, 3] and ds.class_counts("test") == [2, 1]
     assert sorted(_pixel_levels(ds.test.images)) == [0, 1, 10]
@@ -278,7 +278,7 @@ def test_normalisation_from_train_split_hand_computed(tmp_path: Path) -> None:
         png(root / "train" / cls / "0.png", 0, size=2, mode="L")
         png(root / "train" / cls / "1.png", 255, size=2, mode="L")
         png(root / "test" / cls / "0.png", 51, size=2, mode="L")
-    ds = load_image_folder(root, channels=1)
+    ds = load_image_folder(root, channels=1, val_fraction=0.0)
     n = 4 * 4
     std = (0.25 * n / (n - 1)) ** 0.5
     assert ds.normalization.mean == pytest.approx((0.5,))
@@ -289,3 +289,18 @@ def test_normalisation_from_train_split_hand_computed(tmp_path: Path) -> None:
     assert rgb.normalization == imagenet
     want = torch.tensor([(0.2 - m) / s for m, s in zip(imagenet.mean, imagenet.std, strict=True)])
     assert torch.allclose(rgb.test.images[0, :, 0, 0], want)
+
+
+def test_a_folder_without_val_gets_one_carved_from_train_by_default(tmp_path: Path) -> None:
+    """Every choice is made on val: 10 % of each class (rounded) goes to val, seeded and
+    stratified; a class too small to give one image leaves no val split at all."""
+    root = class_folders(tmp_path / "ds", {"a": 20, "b": 10})
+    ds = load_image_folder(root, normalization=ID3)
+    assert ds.class_counts("test") == [4, 2] and ds.class_counts("val") == [2, 1]
+    assert ds.class_counts("train") == [14, 7]
+    again = load_image_folder(root, normalization=ID3)
+    assert torch.equal(again.val.images, ds.val.images)  # seeded
+    levels = _pixel_levels(torch.cat([ds.train.images, ds.val.images, ds.test.images]))
+    assert sorted(levels) == sorted(list(range(20)) + list(range(10, 20)))  # a partition
+    tiny = class_folders(tmp_path / "tiny", {"a": 3, "b": 3})
+    assert load_image_folder(tiny, normalization=ID3).val is None

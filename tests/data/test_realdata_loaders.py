@@ -29,11 +29,10 @@ def test_bloodmnist_official_file(shared_data: Path) -> None:
 def test_busi_folder_and_cache(shared_data: Path) -> None:
     first = load_dataset("busi", root=shared_data)
     assert first.class_names == ["benign", "malignant", "normal"]
-    assert len(first.train) + len(first.test) == 780
-    counts = [
-        a + b for a, b in zip(first.class_counts("train"), first.class_counts("test"), strict=True)
-    ]
-    assert counts == [437, 210, 133]
+    assert len(first.train) + len(first.val) + len(first.test) == 780
+    by_split = [first.class_counts(s) for s in ("train", "val", "test")]
+    assert [sum(c) for c in zip(*by_split, strict=True)] == [437, 210, 133]
+    assert first.class_counts("val") == [44, 21, 13]  # 10 % of each class, carved from train
     assert first.image_shape == (3, 112, 112) and first.info["cache"] == "miss"
     second = load_dataset("busi", root=shared_data)
     assert second.info["cache"] == "hit"

@@ -235,11 +235,14 @@ def test_schema_versions_on_a_reader(
 ) -> None:
     db_path = results_db(workdir / "r.sqlite")
     argv = ["table", "--db", str(db_path)]
-    # version 1 (before claims and cpu_s) is read as it is: no migration, not a byte changed
+    # version 1 (before claims, cpu_s and val_*) is read as it is: no migration, not a byte
+    # changed
     con = sqlite3.connect(db_path)
     con.execute("DROP TABLE claims")
     for table in ("artifacts", "results"):
         con.execute(f"ALTER TABLE {table} DROP COLUMN cpu_s")
+    for column in ("val_acc", "val_auc"):
+        con.execute(f"ALTER TABLE results DROP COLUMN {column}")
     con.commit()
     con.close()
     set_version(db_path, "1")
@@ -251,9 +254,9 @@ def test_schema_versions_on_a_reader(
     monkeypatch.undo()
     # a writer migrates it, keeping the data
     with ResultsDB(db_path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 3
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 4
         assert db.count("results") == 4 and db.count("claims") == 0
-        assert all(r.cpu_s is None for r in db.results())
+        assert all(r.cpu_s is None and r.val_acc is None for r in db.results())
     set_version(db_path, "99")
     hostile(capsys, workdir, argv, contains=("schema version 99, newer", "upgrade meddistill"))
     empty = workdir / "empty.sqlite"

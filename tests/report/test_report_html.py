@@ -82,7 +82,8 @@ def test_class_names_are_escaped_not_interpreted(run_report: Path) -> None:
 def test_evaluation_and_mmd_tables(run_report: Path) -> None:
     page = read_page(run_report)
     final = page.tables["final-eval"]
-    assert final.head[0][:5] == ["set", "IPC", "architecture", "networks", "accuracy (%)"]
+    assert final.head[0][:7] == ["set", "IPC", "architecture", "networks", "test accuracy (%)",
+                                 "test AUC", "val accuracy (%)"]  # fmt: skip
     assert final.body == [
         [
             "HoP-TM",
@@ -91,6 +92,7 @@ def test_evaluation_and_mmd_tables(run_report: Path) -> None:
             "3",
             "62.50 ± 2.04",
             "0.800 ± 0.000",
+            "-",
             "0.0123",
             "60.0, 65.0, 62.5",
         ]
@@ -150,8 +152,18 @@ def test_baseline_page_shows_the_networks_of_the_baseline_report(tmp_path: Path)
     page = read_page(build_report(make_baseline_run(tmp_path / "baseline"), figures=False))
     assert page.title == "Baseline · toy"
     assert page.tables["final-eval"].body == [
-        ["Full dataset", "-", "ConvNet", "2", "85.00 ± 5.00", "0.900 ± 0.000", "-", "90.0, 80.0"],
-        ["Random", "2", "ConvNet", "2", "85.00 ± 5.00", "0.900 ± 0.000", "-", "40.0, 50.0"],
+        [
+            "Full dataset",
+            "-",
+            "ConvNet",
+            "2",
+            "85.00 ± 5.00",
+            "0.900 ± 0.000",
+            "-",
+            "-",
+            "90.0, 80.0",
+        ],
+        ["Random", "2", "ConvNet", "2", "85.00 ± 5.00", "0.900 ± 0.000", "-", "-", "40.0, 50.0"],
     ]
 
 

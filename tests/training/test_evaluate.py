@@ -144,3 +144,52 @@ def test_baseline_report() -> None:
     assert report["random"]["2"]["archs"]["convnet"]["num_nets"] == 4
     assert len(report["random"]["1"]["subsets"]) == 2
     json.dumps(report)
+
+
+def _with_val(ds):
+    """tiny_dataset plus a val split (a copy of test with its labels rotated, so val and test
+    accuracies differ and a mix-up would show)."""
+    from meddistill.data.dataset import MedicalDataset, Split
+
+    test = ds.test
+    val = Split(test.images.flip(0).clone(), test.labels.flip(0).clone())
+    return MedicalDataset(
+        name=ds.name, splits={**ds.splits, "val": val}, class_names=ds.class_names,
+        normalization=ds.normalization, source_id=ds.source_id,
+    )  # fmt: skip
+
+
+def test_every_network_is_scored_on_val_to_choose_and_on_test_to_report() -> None:
+    from meddistill.training.evaluate import fresh_trained_network
+    from meddistill.training.metrics import evaluate_model
+
+    ds = _with_val(tiny_dataset(n_test=5))
+    images, labels = random_subset(ds, 3, generator=make_generator(0))
+    cfg = eval_cfg(num_nets=2)
+    report = evaluate_set(images, labels, ds, cfg, base_spec=SPEC, seed=1, progress=False)
+    arch = report.archs["convnet"]
+    for net in arch.nets:  # the same network scored on both splits: recompute by hand
+        model, _ = fresh_trained_network(
+            SPEC, ds, images, labels, cfg.train_config(0.01), net_seed=net.seed, device="cpu"
+        )
+        assert net.val_acc == evaluate_model(model, ds.val.images, ds.val.labels)["acc"]
+        assert net.acc == evaluate_model(model, ds.test.images, ds.test.labels)["acc"]
+    assert arch.val_acc_mean == pytest.approx(np.mean([n.val_acc for n in arch.nets]))
+    row = report.to_dict()["archs"]["convnet"]
+    assert row["val_acc_mean"] == arch.val_acc_mean and row["acc_mean"] == arch.acc_mean
+    assert "val acc" in report.summary() and "test acc" in report.summary()
+
+    only_val = evaluate_set(
+        images, labels, ds, cfg, base_spec=SPEC, seed=1, progress=False, splits=("val",)
+    )
+    nets = only_val.archs["convnet"].nets
+    assert [n.val_acc for n in nets] == [n.val_acc for n in arch.nets]
+    assert all(np.isnan(n.acc) and np.isnan(n.auc) for n in nets)  # test never read
+    assert "test acc" not in only_val.summary()
+
+    no_val = evaluate_set(images, labels, tiny_dataset(n_test=5), cfg, base_spec=SPEC, seed=1,
+                          progress=False)  # fmt: skip
+    assert all(np.isnan(n.val_acc) for n in no_val.archs["convnet"].nets)
+    assert [n.acc for n in no_val.archs["convnet"].nets] == [n.acc for n in arch.nets]
+    with pytest.raises(ConfigError, match="val and/or test"):
+        evaluate_set(images, labels, ds, cfg, base_spec=SPEC, seed=1, splits=("train",))

@@ -197,6 +197,38 @@ class DistillJob:
 
 
 @dataclass
+class TuneConfig:
+    """The search: its budget (`trials`, and `minutes` when > 0, whichever ends first), the
+    knobs (`params`; empty: every knob the method has), pruning (`report_every` iterations
+    between the short val evaluations, 0: none; `startup_trials` complete before any pruning)
+    and the sampler's `seed` (TPE)."""
+
+    trials: int = 20
+    minutes: float = 0.0
+    params: list[str] = field(default_factory=list)
+    report_every: int = 0  # 0: iterations // 4
+    startup_trials: int = 4
+    prune: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check = Options("tune", self)
+        check.counts("trials", "startup_trials")
+        check.at_least("minutes", zero="0: no time limit")
+        check.counts("report_every", minimum=0, zero="0: a quarter of match.iterations")
+        check.seeds("seed")
+        if not all(isinstance(p, str) for p in self.params):
+            check.fail("params", "a list of option names, e.g. [lr_img, syn_steps]")
+
+
+@dataclass
+class TuneJob(DistillJob):
+    """`meddistill tune`: a distill job (the search's centre) plus the search's settings."""
+
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+
+@dataclass
 class CoresetJob:
     """`meddistill coreset`: real images chosen by random, herding or k-center selection."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from meddistill.methods.base import MethodEntry
 from meddistill.methods.registry import get_method
 from meddistill.runs import RunDir, environment_info, inside, slug
 from meddistill.utils import derive_seed, stable_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,10 +118,21 @@ def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> str | None:
 
 
 def periodic_evaluator(plan: DistillPlan, dataset: MedicalDataset) -> Any:
-    """evaluate(syn, iteration) -> metrics, with the (cheap) settings of the method's `eval`,
-    or None when the method evaluates only at the end."""
+    """evaluate(syn, iteration) -> metrics on the VALIDATION split, with the (cheap) settings
+    of the method's `eval`, or None when the method evaluates only at the end. A distillation
+    never looks at the test split before its final evaluation; without a val split the
+    periodic evaluation is skipped, with a warning."""
     cfg = plan.config
     if not getattr(cfg, "eval_every", 0):
+        return None
+    if dataset.val is None:
+        log.warning(
+            "match.eval_every=%s: dataset '%s' has no validation split, so the periodic "
+            "evaluation is skipped (the test split is read only by the final evaluation); "
+            "load image folders with val_fraction > 0 (the default, 0.1) to watch the distillation",
+            cfg.eval_every,
+            dataset.name,
+        )
         return None
     eval_cfg = dataclasses.replace(cfg.eval, dsa_strategy=plan.dsa_strategy)
 
@@ -127,7 +141,7 @@ def periodic_evaluator(plan: DistillPlan, dataset: MedicalDataset) -> Any:
             syn.images, syn.labels, dataset, eval_cfg, plan.job.model,
             seed=derive_seed(plan.job.seed, "eval", iteration),
             lr=eval_cfg.lr if eval_cfg.lr is not None else syn.syn_lr,
-            label=plan.method.name, ipc=plan.ipc, progress=False,
+            label=plan.method.name, ipc=plan.ipc, progress=False, splits=("val",),
         )  # fmt: skip
         return summary(row)
 

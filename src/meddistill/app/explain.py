@@ -27,6 +27,7 @@ from meddistill.app.config import (
     CoresetJob,
     DistillJob,
     EvaluateJob,
+    TuneJob,
     device_of,
 )
 from meddistill.config import to_dict
@@ -38,9 +39,11 @@ JOBS: dict[str, type] = {
     "baseline": BaselineJob,
     "evaluate": EvaluateJob,
     "distill": DistillJob,
+    "tune": TuneJob,
     "coreset": CoresetJob,
 }
 MATCH = "match"  # the distill job's section holding the method's own options
+DISTILLING = ("distill", "tune")  # the commands whose job is a distill job (with `match`)
 
 # The keys a user moving to another dataset changes first: `--help` shows these with their
 # defaults and names the others; `config show` prints every key. A name a section lacks (a
@@ -101,7 +104,7 @@ def shown_config(command: str, job: Any) -> dict[str, Any]:
     from meddistill.methods.registry import get_method
 
     data = to_dict(job)
-    if command == "distill":
+    if command in DISTILLING:
         data[MATCH] = to_dict(get_method(job.method).make_config(job.match))
     return data
 
@@ -109,7 +112,7 @@ def shown_config(command: str, job: Any) -> dict[str, Any]:
 def default_config(command: str, method: str | None = None) -> dict[str, Any]:
     """What the command resolves with no config file, flag or override (but --method)."""
     job = JOBS[command]()
-    if command == "distill":
+    if command in DISTILLING:
         job = dataclasses.replace(job, method=method_type(method)[0])
     return shown_config(command, job)
 
@@ -122,7 +125,7 @@ def section_types(command: str, data: dict[str, Any]) -> dict[str, type]:
     for f in dataclasses.fields(cls):  # in the job's order
         if dataclasses.is_dataclass(hints[f.name]):
             out[f.name] = hints[f.name]
-        elif f.name == MATCH and command == "distill":
+        elif f.name == MATCH and command in DISTILLING:
             out[MATCH] = method_type(data.get("method"))[1]
     return out
 
@@ -270,7 +273,7 @@ def _with_run_note(comment: str, dotted: str, notes: dict[str, Any]) -> str:
 def run_values(command: str, job: Any) -> tuple[dict[str, Any], dict[str, str]]:
     """({dotted key: value the run uses}, {section: why the run ignores it}), decided as the
     command decides them before it loads any data."""
-    if command in ("distill", "coreset"):
+    if command in (*DISTILLING, "coreset"):
         return _distill_values(command, job)
     used = to_dict(job)
     used["device"] = str(device_of(job))
@@ -292,8 +295,10 @@ def _distill_values(command: str, job: Any) -> tuple[dict[str, Any], dict[str, s
 
     plan = resolve_distill(coreset_job_as_distill(job) if command == "coreset" else job)
     used = used_config(plan)
+    if command == "tune":
+        used["tune"] = to_dict(job.tune)
     unused: dict[str, str] = {}
-    if command == "distill" and "experts" not in used:
+    if command in DISTILLING and "experts" not in used:
         why = "a buffer is given" if job.buffer else f"{plan.method.name} trains no experts"
         unused = {"experts": why, "expert_optimizer": why}
     return flatten(used), unused
@@ -310,7 +315,7 @@ def help_epilog(command: str, method: str | None = None) -> str:
     except MeddistillError:  # an unknown --method: the run says so; help shows the default's
         data = default_config(command)
     sections = section_types(command, data)
-    chosen = f" --method {data['method']}" if command == "distill" else ""
+    chosen = f" --method {data['method']}" if command in DISTILLING else ""
     lines = [
         "config (a --config YAML file, or key=value with dotted keys, e.g. eval.num_nets=3);",
         f"defaults shown; every key with a comment: meddistill config show {command}{chosen}",

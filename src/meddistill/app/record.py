@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -23,13 +24,18 @@ from meddistill.utils import stable_hash
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a person looks for first: mean ± std per architecture."""
+    """The numbers a person looks for first: mean ± std per architecture, on test (to report)
+    and val (to choose by) where each was scored (a split not scored is left out, not NaN)."""
+    keys = ("acc_mean", "acc_std", "auc_mean", "auc_std")
+    keys += tuple(f"val_{k}" for k in keys)
     out = {}
     for arch, stats in row.get("archs", {}).items():
-        out[arch] = {
-            k: stats[k] for k in ("acc_mean", "acc_std", "auc_mean", "auc_std") if k in stats
-        }
+        out[arch] = {k: stats[k] for k in keys if k in stats and not _is_nan(stats[k])}
     return out
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def evaluate_row(
@@ -44,13 +50,15 @@ def evaluate_row(
     label: str,
     ipc: int | None,
     progress: bool,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> dict[str, Any]:
-    """Train eval_cfg.num_nets fresh networks on (images, labels); the results row."""
+    """Train eval_cfg.num_nets fresh networks on (images, labels), scored on `splits`; the
+    results row."""
     start = time.perf_counter()
     device = dataset.train.images.device
     report = evaluate_set(
         images.to(device), labels.to(device), dataset, eval_cfg,
-        base_spec=spec, seed=seed, lr=lr, progress=progress,
+        base_spec=spec, seed=seed, lr=lr, progress=progress, splits=splits,
     )  # fmt: skip
     return {
         "set": label,

@@ -4,7 +4,7 @@ Why SQLite: a grid is killed and resumed, several grids share buffers and synthe
 tables are computed long after; one file with transactions and UNIQUE keys makes a re-run
 update a row instead of adding a second one, and needs no server.
 
-Schema (SCHEMA_VERSION = 3):
+Schema (SCHEMA_VERSION = 4):
 
   meta(key TEXT PRIMARY KEY, value TEXT)
       'schema_version' (an integer as text), 'created', 'meddistill_version'.
@@ -34,6 +34,7 @@ Schema (SCHEMA_VERSION = 3):
       acc (fraction in [0, 1]), auc, loss     on the real test split
       epochs, lr   how it was trained           wall_s, peak_mem_mb, mem_kind, device, created
       cpu_s (version 3)   CPU seconds of training and testing the network
+      val_acc, val_auc (version 4)   on the validation split (to choose by; NULL without one)
       PRIMARY KEY (artifact_id, arch, eval_id, eval_seed): a re-run replaces, never duplicates
   grid_cells(grid, artifact_id, eval_id)  which artifacts and evaluation settings a grid uses,
       PRIMARY KEY of all three, so tables can show exactly one grid's results.
@@ -49,7 +50,7 @@ transaction; a newer or unknown version is refused with an ArtifactError. Reader
 (ResultsDB(path, create=False): `meddistill table`, `report`) open the file read-only (an SQLite
 `mode=ro` URI), never migrate and need no write access, so a results folder on a read-only mount
 or owned by someone else can be read; they accept versions READABLE_SINCE .. SCHEMA_VERSION and
-read a column an older version lacks (cpu_s before 3) as NULL.
+read a column an older version lacks (cpu_s before 3, val_* before 4) as NULL.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from meddistill.costs import Cost, measure
 from meddistill.errors import ArtifactError
 from meddistill.utils import json_text
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The oldest version a reader understands without migrating (version 2 only added `claims`,
 # version 3 the cpu_s columns, read as NULL from older files).
 READABLE_SINCE = 1
@@ -149,6 +150,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE artifacts ADD COLUMN cpu_s REAL",
         "ALTER TABLE results ADD COLUMN cpu_s REAL",
     ),
+    4: (
+        "ALTER TABLE results ADD COLUMN val_acc REAL",
+        "ALTER TABLE results ADD COLUMN val_auc REAL",
+    ),
 }
 
 
@@ -217,6 +222,8 @@ class Result:
     mem_kind: str | None = None
     device: str | None = None
     cpu_s: float | None = None
+    val_acc: float | None = None
+    val_auc: float | None = None
     created: str = ""
 
 

@@ -14,6 +14,7 @@ and looks at them once more at the end of its grid, so every cell is done exactl
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,11 @@ def _produce(cell: Cell, ctx: RunContext) -> Artifact:
     return ctx.db.artifact(cell.artifact_id)  # type: ignore[return-value]
 
 
+def _finite(value: float) -> float | None:
+    """NULL in the database for a split that was not scored (NaN)."""
+    return value if math.isfinite(value) else None
+
+
 def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
     """Make the cell's artifact if needed and train its missing networks; return how many."""
     ctx.db.add_eval(cell.eval_id, cell.eval)
@@ -134,6 +140,7 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
                 net_seed=seed,
                 device=ctx.device,
                 test=dataset.test,
+                val=dataset.val,
                 progress=f"{cell.label()} {arch} net {k + 1}/{cell.num_nets}"
                 if ctx.progress
                 else False,
@@ -148,6 +155,8 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
                 acc=out.acc,
                 auc=out.auc,
                 loss=out.loss,
+                val_acc=_finite(out.val_acc),
+                val_auc=_finite(out.val_auc),
                 epochs=train.epochs,
                 lr=train.lr,
                 wall_s=stage.wall_s,

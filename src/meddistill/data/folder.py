@@ -39,7 +39,7 @@ def _split_indices(
     gen = make_generator(derive_seed(split_seed, "folder-split"))
     if listing.layout != "train-test-folders":
         parts = stratified_split(labels, test_fraction, val_fraction, gen)
-        return {k: v for k, v in parts.items() if k != "val" or val_fraction > 0}
+        return {k: v for k, v in parts.items() if k != "val" or v.numel() > 0}
     idx = {
         s: torch.nonzero(groups == GROUP_CODES[s], as_tuple=False).flatten()
         for s in ("train", "val", "test")
@@ -48,8 +48,9 @@ def _split_indices(
         del idx["val"]
         if val_fraction > 0:  # carve val out of the official train split, stratified
             sub = stratified_split(labels[idx["train"]], val_fraction, 0.0, gen)
-            idx["val"] = idx["train"][sub["test"]]
-            idx["train"] = idx["train"][sub["train"]]
+            if sub["test"].numel() > 0:  # too few images per class: no val split
+                idx["val"] = idx["train"][sub["test"]]
+                idx["train"] = idx["train"][sub["train"]]
     return idx
 
 
@@ -172,7 +173,7 @@ def load_image_folder(
     channels: int = 3,
     resample: str = "bicubic",
     test_fraction: float = 0.2,
-    val_fraction: float = 0.0,
+    val_fraction: float = 0.1,
     split_seed: int = 0,
     normalization: Normalization | None = None,
     labels_csv: str | os.PathLike[str] | None = None,
@@ -188,7 +189,10 @@ def load_image_folder(
     when `size` is given, resized to size x size with `resample` (bicubic default; non-square
     images are stretched, as torchvision's Resize((s, s)) does). Without `size` all images must
     share one size. Official train/test(/val) folders are kept; otherwise a stratified split,
-    seeded by `split_seed`, puts `test_fraction` (and `val_fraction`) of each class aside.
+    seeded by `split_seed`, puts `test_fraction` and `val_fraction` of each class aside. A
+    folder without its own val folder gets one carved from train (val_fraction 0.1, seeded,
+    stratified, recorded in info and in the dataset's id): every choice is made on val, the
+    test split is read once per final configuration. val_fraction=0 keeps no val split.
     Normalisation: the train split's per-channel statistics unless `normalization` is given.
 
     source_id hashes the relative paths, sizes and labels of the files, the preprocessing and

@@ -305,8 +305,8 @@ def describe_known(name: str) -> dict[str, Any]:
             "class_names": list(p.classes),
             "channels": p.channels,
             "default_size": p.size,
-            "split": f"stratified {round((1 - p.test_fraction) * 10)}:{round(p.test_fraction * 10)}"
-            " train:test, seeded by split_seed",
+            "split": f"stratified, {p.test_fraction:.0%} of each class to test and 10 % to val "
+            "(carved from train), seeded by split_seed",
             "normalization": p.normalization.to_dict() if p.normalization else "train split",
             "url": p.url,
             "folder_names": list(p.aliases),

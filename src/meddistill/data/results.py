@@ -39,6 +39,9 @@ written before versioning; keys whose value would be null are left out unless no
            "nets": [NET, ...]  (evaluated rows), "num_nets": int (baseline rows),
            "arch", "spec" (evaluated rows)}
     NET:  {"acc": number, "auc": number, "index", "seed", "loss", "train_loss"}
+    Evaluated rows also carry the validation split's numbers (to choose by; test is to
+    report): ARCH "val_acc_mean", "val_acc_std", "val_auc_mean", "val_auc_std" and NET
+    "val_acc", "val_auc", "val_loss"; null (with a reason) where the dataset has no val split.
 
     A number that is undefined (the AUC of a test split lacking a class, a diverged loss) is
     written null, never NaN (not JSON), with "<key>_reason" beside it saying why; the AUC keys
@@ -422,7 +425,10 @@ def write_results(path: str | os.PathLike[str], doc: ResultsFile | Mapping[str, 
 
 # Why a number of a results row can be undefined (written null, with "<key>_reason").
 _NO_AUC = "undefined: the test split has no image of some class, so AUC cannot be computed"
+_NO_VAL = "not scored: the dataset has no validation split (image folders: val_fraction > 0)"
 _REASONS = {"auc": _NO_AUC, "auc_mean": _NO_AUC, "auc_std": _NO_AUC}
+_REASONS.update({f"val_{k}": _NO_VAL for k in ("acc", "auc", "loss")})
+_REASONS.update({f"val_{k}_{s}": _NO_VAL for k in ("acc", "auc") for s in ("mean", "std")})
 
 
 def _explain_undefined(record: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import torch
 from meddistill.config import to_dict
 from meddistill.models import ModelSpec
 from meddistill.training import parallel
+from meddistill.training.compiled import COMPILE_AUTO_WORK, compile_on, valid_compile
 from meddistill.training.config import TrainConfig
 from meddistill.utils import Options, is_integer
 
@@ -50,6 +51,9 @@ class BufferConfig:
     `workers` only schedules: on CPU the experts train in that many one-thread worker
     processes (auto: one per usable core), each bit-identical to the one-by-one run at one
     thread; it is not part of the buffer's identity.
+    `compile` (true, false or auto: on CUDA, and on CPU for experts long enough to repay a cold
+    compile) runs each training step through torch.compile; it schedules too (not identity):
+    a compiled expert equals the eager one to float tolerance (training/compiled.py).
     """
 
     num_experts: int = 100
@@ -59,8 +63,9 @@ class BufferConfig:
     dtype: Literal["float32", "float16"] = "float32"
     seed: int = 0
     workers: int | str = "auto"
+    compile: bool | str = "auto"
 
-    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers",)
+    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "compile")
 
     def __post_init__(self) -> None:
         check = Options("buffer", self)
@@ -69,6 +74,8 @@ class BufferConfig:
         check.seeds("seed")
         if not (self.workers == "auto" or (is_integer(self.workers) and self.workers >= 1)):
             check.fail("workers", "an integer >= 1 (1: one expert after another) or auto")
+        if not valid_compile(self.compile):
+            check.fail("compile", "true, false or auto (on CUDA; on CPU for long experts)")
         if self.train.epochs != self.epochs:
             self.train = dataclasses.replace(self.train, epochs=int(self.epochs))
 
@@ -76,6 +83,10 @@ class BufferConfig:
         """The settings without how the experts are scheduled (workers): what names the
         buffer's folder, so scheduling never moves or splits a buffer."""
         return {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+
+    def compile_on(self, train_images: int, device: torch.device) -> bool:
+        """Whether each expert's training step is compiled, for `train_images` images."""
+        return compile_on(self.compile, device, train_images * self.epochs, COMPILE_AUTO_WORK)
 
     def workers_for(self, jobs: int, device: torch.device) -> int:
         """Worker processes for `jobs` experts on `device` (1: in this process)."""

@@ -161,6 +161,7 @@ def train_expert(
         eval_every=1 if val is not None else 0,
         on_epoch=record,
         progress=f"expert {index}" if progress else False,
+        compile=cfg.compile_on(len(dataset.train.labels), device),
     )
     final_test = evaluate_model(model, dataset.test.images, dataset.test.labels)
     return torch.stack(rows), _history(result.history, init, final_test), seed

@@ -361,21 +361,33 @@ def eval_points(metrics_records: Records) -> list[dict[str, Any]]:
 def _point(
     iteration: int, seconds: float, arch: str, stats: Mapping[str, Any], final: bool
 ) -> dict[str, Any]:
+    """One evaluation's numbers on the validation split, where it was scored (periodic
+    evaluations score only val; runs from before val was scored have test numbers)."""
+    prefix = "val_" if _number(stats.get("val_acc_mean")) is not None else ""
     return {
         "iteration": iteration,
         "seconds": round(seconds, 4),
         "arch": arch,
-        "acc_mean": _number(stats.get("acc_mean")),
-        "acc_std": _number(stats.get("acc_std")),
-        "auc_mean": _number(stats.get("auc_mean")),
-        "auc_std": _number(stats.get("auc_std")),
+        "split": "val" if prefix else "test",
+        "acc_mean": _number(stats.get(f"{prefix}acc_mean")),
+        "acc_std": _number(stats.get(f"{prefix}acc_std")),
+        "auc_mean": _number(stats.get(f"{prefix}auc_mean")),
+        "auc_std": _number(stats.get(f"{prefix}auc_std")),
         "final": final,
     }
 
 
+def split_label(points: list[dict[str, Any]]) -> str:
+    """'validation accuracy', 'test accuracy' or 'accuracy' (mixed) for a set of points."""
+    splits = {p.get("split", "test") for p in points}
+    return {"val": "validation accuracy", "test": "test accuracy"}.get(
+        splits.pop() if len(splits) == 1 else "", "accuracy"
+    )
+
+
 def accuracy_vs_time(metrics_records: RunRecords, out: str | Path) -> Analysis:
-    """Test accuracy (mean ± std over the evaluation networks) against distillation time;
-    one line per (run, architecture). The final evaluation (more networks, own settings) is
+    """Validation accuracy (mean ± std over the evaluation networks; test for runs made before
+    val was scored) against distillation time; one line per (run, architecture). The final evaluation (more networks, own settings) is
     drawn as a separate marker. Data: CSV run,arch,iteration,seconds,acc/auc mean/std,final."""
     runs = {label: eval_points(recs) for label, recs in _runs(metrics_records).items()}
     runs = {label: pts for label, pts in runs.items() if pts}
@@ -385,7 +397,7 @@ def accuracy_vs_time(metrics_records: RunRecords, out: str | Path) -> Analysis:
             "evaluation) or keep the final evaluation"
         )
     png, data = _paths(out, ".csv")
-    cols = ["iteration", "seconds", "acc_mean", "acc_std", "auc_mean", "auc_std", "final"]
+    cols = ["iteration", "seconds", "split", "acc_mean", "acc_std", "auc_mean", "auc_std", "final"]
     _save_csv(
         data,
         ["run", "arch", *cols],
@@ -422,7 +434,7 @@ def accuracy_vs_time(metrics_records: RunRecords, out: str | Path) -> Analysis:
                     label=f"{name}, final" if not during else None,
                 )
     ax.set_xlabel(f"distillation time ({unit})")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{split_label([p for pts in runs.values() for p in pts])} (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     _save_figure(fig, png)
@@ -681,4 +693,43 @@ def tsne_features(
         ),
     )
     _draw_tsne(coords, y, class_names, png)
+    return Analysis(png, data)
+
+
+def tuning_search(record: Mapping[str, Any], out: str | Path) -> Analysis:
+    """A `meddistill tune` search (trials.json): each trial's validation accuracy in the
+    order it ran (pruned trials at their last short evaluation, marked x), the best so far as
+    a line, and beside it the parameter importance when Optuna could estimate it. Data: CSV
+    number,state,val_acc,last_intermediate."""
+    trials = list(record.get("trials", []))
+    if not trials:
+        raise ConfigError("the search has no trial yet; run `meddistill tune` first")
+    png, data = _paths(out, ".csv")
+    rows = []
+    for t in trials:
+        inter = t.get("intermediate") or {}
+        last = inter[max(inter, key=int)] if inter else None
+        rows.append([t["number"], t["state"], t.get("val_acc"), last])
+    _save_csv(data, ["number", "state", "val_acc", "last_intermediate"], rows)
+    importance = record.get("importance") or {}
+    fig = _figure(9.0 if importance else 6.0, 3.6)
+    axes = fig.subplots(1, 2 if importance else 1, squeeze=False)[0]
+    ax = axes[0]
+    done = [(n, 100 * v) for n, s, v, _ in rows if s == "complete" and v is not None]
+    cut = [(n, 100 * last) for n, s, _, last in rows if s == "pruned" and last is not None]
+    if done:
+        ax.plot(*zip(*done, strict=True), "o", color="C0", label="complete (val)")
+        best = np.maximum.accumulate([v for _, v in done])
+        ax.step([n for n, _ in done], best, where="post", color="C2", label="best so far")
+    if cut:
+        ax.plot(*zip(*cut, strict=True), "x", color="C3", label="pruned (last short eval)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    if importance:
+        names = list(importance)[::-1]
+        axes[1].barh(names, [importance[k] for k in names], color="C1")
+        axes[1].set_xlabel("importance (Optuna)")
+    _save_figure(fig, png)
     return Analysis(png, data)

@@ -17,6 +17,7 @@ from pathlib import Path
 from meddistill.errors import ArtifactError
 from meddistill.report.bench_page import DB_FILE, benchmark_page
 from meddistill.report.run_page import run_page
+from meddistill.report.tune_page import TRIALS_FILE, tune_page
 from meddistill.utils import atomic_path
 
 REPORT_FILE = "report.html"
@@ -24,12 +25,15 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "synthetic/meta.jso
 
 
 def report_kind(folder: str | Path) -> str:
-    """'benchmark' (holds results.sqlite) or 'run'; ArtifactError for any other folder."""
+    """'benchmark' (holds results.sqlite), 'tune' (trials.json) or 'run'; ArtifactError for
+    any other folder."""
     p = Path(folder)
     if not p.is_dir():
         raise ArtifactError(f"report folder {p} does not exist; give a run or benchmark folder")
     if (p / DB_FILE).is_file():
         return "benchmark"
+    if (p / TRIALS_FILE).is_file():
+        return "tune"
     if any((p / name).is_file() for name in RUN_FILES):
         return "run"
     raise ArtifactError(
@@ -46,8 +50,11 @@ def build_report(path: str | Path, *, figures: bool = True, grid: str | None = N
     grid when grids with different settings share the database).
     """
     folder = Path(path)
-    if report_kind(folder) == "benchmark":
+    kind = report_kind(folder)
+    if kind == "benchmark":
         text = benchmark_page(folder, figures=figures, grid=grid)
+    elif kind == "tune":
+        text = tune_page(folder, figures=figures)
     else:
         text = run_page(folder, figures=figures)
     target = folder / REPORT_FILE

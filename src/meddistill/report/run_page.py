@@ -286,10 +286,11 @@ def _final_eval_table(run: RunFolder) -> str | None:
         "IPC",
         "architecture",
         "networks",
-        "accuracy (%)",
-        "AUC",
+        "test accuracy (%)",
+        "test AUC",
+        "val accuracy (%)",
         "lr",
-        "per network accuracy (%)",
+        "per network test accuracy (%)",
     ]
     rows = [_final_eval_row(row, arch) for row in run.rows() for arch in row.archs]
     if not rows:
@@ -308,6 +309,7 @@ def _final_eval_row(row: ResultRow, arch: str) -> list[Any]:
         count,
         pct(stats.acc_mean, stats.acc_std),
         frac(stats.auc_mean, stats.auc_std),
+        pct(stats.extra.get("val_acc_mean"), stats.extra.get("val_acc_std")),
         "-" if row.lr is None else f"{row.lr:.4g}",
         ", ".join(f"{100 * a:.1f}" for a in nets) or "-",
     ]
@@ -327,7 +329,8 @@ def _periodic_table(points: list[dict[str, Any]]) -> str | None:
         ]
         for p in during
     ]
-    header = ["iteration", "distillation time", "architecture", "accuracy (%)", "AUC"]
+    header = ["iteration", "distillation time", "architecture", f"{analyses.split_label(during)} (%)"]
+    header.append("AUC")
     return html_table(header, rows, table_id="periodic-eval", row_headers=False)
 
 

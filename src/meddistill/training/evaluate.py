@@ -25,8 +25,10 @@ from meddistill.models import ModelSpec, build_model_for
 from meddistill.models.registry import InputShape, available_models
 from meddistill.training import parallel
 from meddistill.training.batched import train_networks_batched, unbatchable
+from meddistill.training.compiled import COMPILE_AUTO_WORK, compile_on, valid_compile
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import TrainResult, train_network
+from meddistill.training.metrics import evaluate_model
 from meddistill.utils import Options, derive_seed, is_integer, make_generator
 
 DEFAULT_LR = 0.01
@@ -64,8 +66,9 @@ class EvalConfig:
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     workers: int | str = "auto"
     batched: bool | str = "auto"
+    compile: bool | str = "auto"
 
-    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "batched")
+    SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "batched", "compile")
 
     def __post_init__(self) -> None:
         # Everything train_config builds is checked here, so a bad value is refused when the
@@ -85,6 +88,8 @@ class EvalConfig:
             check.fail("workers", "an integer >= 1 (1: one network after another) or auto")
         if not (isinstance(self.batched, bool) or self.batched == "auto"):
             check.fail("batched", "true, false or auto (batched on CUDA only)")
+        if not valid_compile(self.compile):
+            check.fail("compile", "true, false or auto (on CUDA; on CPU for long trainings)")
 
     def protocol(self) -> dict[str, Any]:
         """The settings that define the evaluation, without how its networks are scheduled
@@ -94,6 +99,12 @@ class EvalConfig:
     def workers_for(self, jobs: int, device: torch.device) -> int:
         """Worker processes for `jobs` networks on `device` (1: in this process)."""
         return parallel.workers_for(self.workers, jobs, device)
+
+    def compile_on(self, set_images: int, device: torch.device) -> bool:
+        """Whether the training steps are compiled, for a set of `set_images` images (auto
+        counts the work of every network of the evaluation: a compile serves them all)."""
+        work = set_images * self.epochs * self.num_nets * len(self.models)
+        return compile_on(self.compile, device, work, COMPILE_AUTO_WORK)
 
     def batched_on(self, device: torch.device) -> bool:
         """Whether networks of one architecture train together on `device`."""
@@ -115,7 +126,8 @@ class EvalConfig:
 
 @dataclass
 class NetResult:
-    """One trained network's numbers on the test split (acc as a fraction in [0, 1])."""
+    """One trained network's numbers: acc/auc/loss on the test split (to report), val_* on the
+    validation split (to choose by); fractions in [0, 1], NaN where the split was not scored."""
 
     index: int
     seed: int
@@ -123,6 +135,9 @@ class NetResult:
     auc: float
     loss: float
     train_loss: float
+    val_acc: float = math.nan
+    val_auc: float = math.nan
+    val_loss: float = math.nan
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -155,6 +170,22 @@ class ArchReport:
     def auc_std(self) -> float:
         return mean_std([n.auc for n in self.nets])[1]
 
+    @property
+    def val_acc_mean(self) -> float:
+        return mean_std([n.val_acc for n in self.nets])[0]
+
+    @property
+    def val_acc_std(self) -> float:
+        return mean_std([n.val_acc for n in self.nets])[1]
+
+    @property
+    def val_auc_mean(self) -> float:
+        return mean_std([n.val_auc for n in self.nets])[0]
+
+    @property
+    def val_auc_std(self) -> float:
+        return mean_std([n.val_auc for n in self.nets])[1]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "arch": self.arch,
@@ -164,6 +195,10 @@ class ArchReport:
             "acc_std": self.acc_std,
             "auc_mean": self.auc_mean,
             "auc_std": self.auc_std,
+            "val_acc_mean": self.val_acc_mean,
+            "val_acc_std": self.val_acc_std,
+            "val_auc_mean": self.val_auc_mean,
+            "val_auc_std": self.val_auc_std,
         }
 
 
@@ -190,12 +225,21 @@ class EvalReport:
         }
 
     def summary(self) -> str:
-        """One line per architecture, e.g. 'convnet: acc 72.50 +- 1.40 %, AUC 0.940 +- 0.010'."""
-        return "\n".join(
-            f"{a}: acc {100 * r.acc_mean:.2f} +- {100 * r.acc_std:.2f} %, "
-            f"AUC {r.auc_mean:.3f} +- {r.auc_std:.3f} ({len(r.nets)} nets)"
-            for a, r in self.archs.items()
+        """One line per architecture, e.g. 'convnet: test acc 72.50 +- 1.40 %, AUC 0.940 +-
+        0.010; val acc 73.10 +- 1.20 % (5 nets)'; a split that was not scored is left out."""
+        return "\n".join(_summary_line(a, r) for a, r in self.archs.items())
+
+
+def _summary_line(arch: str, r: ArchReport) -> str:
+    parts = []
+    if not math.isnan(r.acc_mean):
+        parts.append(
+            f"test acc {100 * r.acc_mean:.2f} +- {100 * r.acc_std:.2f} %, "
+            f"AUC {r.auc_mean:.3f} +- {r.auc_std:.3f}"
         )
+    if not math.isnan(r.val_acc_mean):
+        parts.append(f"val acc {100 * r.val_acc_mean:.2f} +- {100 * r.val_acc_std:.2f} %")
+    return f"{arch}: {'; '.join(parts)} ({len(r.nets)} nets)"
 
 
 def spec_for(arch: str, base_spec: ModelSpec) -> ModelSpec:
@@ -248,12 +292,13 @@ def train_fresh_network(
     device: torch.device | str | None,
     test: Any,
     progress: str | bool,
+    compile: bool = False,
 ) -> TrainResult:
     """Build a network of `spec` for `dataset` from `net_seed` and train it on (images, labels),
     batch order and augmentation drawn from a generator derived from the same seed."""
     _, result = fresh_trained_network(
         spec, dataset, images, labels, train_cfg,
-        net_seed=net_seed, device=device, test=test, progress=progress,
+        net_seed=net_seed, device=device, test=test, progress=progress, compile=compile,
     )  # fmt: skip
     return result
 
@@ -269,6 +314,7 @@ def fresh_trained_network(
     device: torch.device | str | None,
     test: Any = None,
     progress: str | bool = False,
+    compile: bool = False,
 ) -> tuple[nn.Module, TrainResult]:
     """`train_fresh_network`, also returning the trained network (for its features)."""
     model = build_model_for(spec, dataset, seed=net_seed, device=device)
@@ -280,6 +326,7 @@ def fresh_trained_network(
         generator=make_generator(derive_seed(net_seed, "train")),
         test_split=test,
         progress=progress,
+        compile=compile,
     )
     return model, result
 
@@ -296,28 +343,44 @@ def evaluate_one_network(
     device: torch.device | str | None,
     test: Any,
     progress: str | bool,
+    compile: bool = False,
+    val: Any = None,
 ) -> NetResult:
-    """Train one fresh network from `net_seed` and test it on `test`.
+    """Train one fresh network from `net_seed`; score it on `val` and `test` (either None).
 
     The one place a network of the protocol is made and scored: `evaluate_set` calls it for
     its k-th network, and the benchmark grid for each network it still lacks, so both give
-    bit-identical numbers for the same seed. A missing AUC or loss (no test split) is NaN.
+    bit-identical numbers for the same seed. A split not scored leaves its numbers NaN.
     """
-    result = train_fresh_network(
+    model, result = fresh_trained_network(
         spec, dataset, images, labels, train_cfg,
-        net_seed=net_seed, device=device, test=test, progress=progress,
+        net_seed=net_seed, device=device, test=test, progress=progress, compile=compile,
     )  # fmt: skip
-    return _net_result(index, net_seed, result)
+    return _net_result(index, net_seed, result, _scores(model, val))
 
 
-def _net_result(index: int, seed: int, result: TrainResult) -> NetResult:
+def _scores(model: nn.Module, split: Any) -> dict[str, float] | None:
+    """evaluate_model on a Split or an (images, labels) pair; None for no split."""
+    if split is None:
+        return None
+    images, labels = split if isinstance(split, tuple) else (split.images, split.labels)
+    return evaluate_model(model, images, labels)
+
+
+def _net_result(
+    index: int, seed: int, result: TrainResult, val: dict[str, float] | None
+) -> NetResult:
+    val = val or {}
     return NetResult(
         index=index,
         seed=seed,
-        acc=float(result.test_acc),
+        acc=_or_nan(result.test_acc),
         auc=_or_nan(result.test_auc),
         loss=_or_nan(result.test_loss),
         train_loss=result.train_loss,
+        val_acc=_or_nan(val.get("acc")),
+        val_auc=_or_nan(val.get("auc")),
+        val_loss=_or_nan(val.get("loss")),
     )
 
 
@@ -353,8 +416,10 @@ class EvalInputs:
     images: torch.Tensor
     labels: torch.Tensor
     train_cfg: TrainConfig
-    test: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor] | None
     device: torch.device
+    compile: bool = False
+    val: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _network(inputs: EvalInputs, job: NetJob, progress: str | bool = False) -> NetResult:
@@ -362,7 +427,7 @@ def _network(inputs: EvalInputs, job: NetJob, progress: str | bool = False) -> N
     return evaluate_one_network(
         job.spec, inputs.shape, inputs.images, inputs.labels, inputs.train_cfg,
         index=job.index, net_seed=job.seed, device=inputs.device, test=inputs.test,
-        progress=progress,
+        progress=progress, compile=inputs.compile, val=inputs.val,
     )  # fmt: skip
 
 
@@ -384,7 +449,10 @@ def _batched_group(
         test_split=inputs.test,
         progress=f"{jobs[0].arch} nets 1-{len(jobs)} (batched)" if progress else False,
     )  # fmt: skip
-    return [_net_result(job.index, job.seed, r) for job, r in zip(jobs, results, strict=True)]
+    return [
+        _net_result(job.index, job.seed, r, _scores(m, inputs.val))
+        for job, r, m in zip(jobs, results, models, strict=True)
+    ]
 
 
 def _run_batched(
@@ -433,14 +501,22 @@ def _inputs(
     labels: torch.Tensor,
     train_cfg: TrainConfig,
     device: torch.device,
+    splits: tuple[str, ...],
 ) -> EvalInputs:
     """The shared inputs, detached (training never needs their gradient, and a tensor in a
-    graph cannot travel to a worker)."""
+    graph cannot travel to a worker); the held-out `splits` the dataset has."""
     shape = _Shape(dataset.channels, dataset.num_classes, dataset.image_size, dataset.spatial_dims)
-    test = dataset.test.to(device)
+
+    def held_out(name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        split = dataset.splits.get(name) if name in splits else None
+        if split is None:
+            return None
+        split = split.to(device)
+        return split.images.detach(), split.labels.detach()
+
     return EvalInputs(
-        shape, images.detach(), labels.detach(), train_cfg,
-        (test.images.detach(), test.labels.detach()), device,
+        shape, images.detach(), labels.detach(), train_cfg, held_out("test"), device,
+        val=held_out("val"),
     )  # fmt: skip
 
 
@@ -455,13 +531,21 @@ def evaluate_set(
     lr: float | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> EvalReport:
-    """Train `cfg.num_nets` fresh networks per architecture on (images, labels); test on dataset.test.
+    """Train `cfg.num_nets` fresh networks per architecture on (images, labels) and score each
+    on the held-out `splits` the dataset has: val (to choose by) and test (to report).
 
-    `lr` is the step size learned with a synthetic set (used when cfg.lr is None). Tensors are
-    moved to `device` (default: the images' device) once, and stay there. The networks run as
-    `cfg.workers` and `cfg.batched` say; the report is the same whichever way they ran.
+    Something that only chooses (a periodic evaluation during distillation, a tuning trial)
+    passes splits=("val",), so it never sees the test split. `lr` is the step size learned
+    with a synthetic set (used when cfg.lr is None). Tensors are moved to `device` (default:
+    the images' device) once, and stay there. The networks run as `cfg.workers`,
+    `cfg.batched` and `cfg.compile` say; the numbers are the same whichever way they ran (to
+    float tolerance when batched or compiled).
     """
+    unknown = set(splits) - {"val", "test"}
+    if unknown or not splits:
+        raise ConfigError(f"evaluate_set scores val and/or test, not {sorted(unknown) or 'none'}")
     _check_set(images, labels, dataset)
     device = torch.device(device) if device is not None else images.device
     images, labels = images.to(device), labels.to(device)
@@ -471,7 +555,8 @@ def evaluate_set(
             f"the {lr_source} learning rate {lr_value:g} is not positive; evaluation cannot train "
             "with it: set eval.lr to a positive number"
         )
-    inputs = _inputs(dataset, images, labels, cfg.train_config(lr_value), device)
+    inputs = _inputs(dataset, images, labels, cfg.train_config(lr_value), device, splits)
+    inputs.compile = cfg.compile_on(int(images.shape[0]), device)
     jobs = [
         NetJob(arch, spec_for(arch, base_spec), k, derive_seed(seed, arch, k))
         for arch in cfg.models
@@ -483,7 +568,8 @@ def evaluate_set(
         def done(job: NetJob, net: NetResult) -> None:
             nets[job.arch, job.index] = net
             bar.update(1)
-            bar.set_postfix(arch=job.arch, acc=f"{100 * net.acc:.1f}%")
+            shown = net.acc if "test" in splits else net.val_acc
+            bar.set_postfix(arch=job.arch, acc=f"{100 * shown:.1f}%")
 
         _run_jobs(inputs, jobs, cfg, progress, done)
     archs = {
