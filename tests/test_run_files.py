@@ -121,3 +121,21 @@ def test_how_many_processes_train_or_evaluate_is_not_part_of_the_run_identity():
     assert len(ids) == 1
     other = resolve(DistillJob, {"method": "hoptm", "experts": {"epochs": 3}})
     assert run_identity(resolve_distill(other), data) not in ids  # what the experts are counts
+
+
+def test_the_results_table_shows_test_to_report_and_val_to_choose_by():
+    from meddistill.app.record import results_table
+
+    scored = {"acc_mean": 0.625, "acc_std": 0.02, "auc_mean": 0.9, "auc_std": 0.01,
+              "val_acc_mean": 0.6, "val_acc_std": 0.015}  # fmt: skip
+    old = {"acc_mean": 0.5, "acc_std": 0.0, "auc_mean": None, "auc_std": None}
+    text = results_table([
+        {"set": "hoptm", "ipc": 1, "archs": {"convnet": scored}, "wall_s": 3.5},
+        {"set": "full", "ipc": None, "archs": {"convnet": old}, "wall_s": 7},
+    ])  # fmt: skip
+    head, hoptm, full = text.splitlines()
+    assert head.split() == ["set", "ipc", "arch", "test", "acc", "(%)", "test", "auc", "val",
+                            "acc", "(%)", "wall", "s"]  # fmt: skip
+    assert hoptm.split() == ["hoptm", "1", "convnet", "62.50", "±", "2.00", "0.900", "±",
+                             "0.010", "60.00", "±", "1.50", "3.5"]  # fmt: skip
+    assert full.split() == ["full", "-", "convnet", "50.00", "±", "0.00", "n/a", "-", "7"]

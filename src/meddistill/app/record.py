@@ -136,14 +136,18 @@ def set_line(results: dict[str, Any]) -> str:
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:
-    """The results table stdout and log.txt show: one line per set and architecture."""
-    lines = [f"{'set':<10} {'ipc':>5} {'arch':<10} {'acc (%)':>15} {'auc':>15} {'wall s':>8}"]
+    """The results table stdout and log.txt show: one line per set and architecture, test
+    accuracy and AUC (to report) and val accuracy (to choose by; '-' where not scored)."""
+    head = f"{'set':<10} {'ipc':>5} {'arch':<10} {'test acc (%)':>15} {'test auc':>15}"
+    lines = [f"{head} {'val acc (%)':>15} {'wall s':>8}"]
     for row in rows:
         for arch, stats in row["archs"].items():
             ipc = "-" if row.get("ipc") is None else str(row["ipc"])
             acc, auc = _mean_std(stats, "acc", 100, 2), _mean_std(stats, "auc", 1, 3)
+            val = _mean_std(stats, "val_acc", 100, 2) if "val_acc_mean" in stats else "-"
             wall = row.get("wall_s", 0)
-            lines.append(f"{row['set']:<10} {ipc:>5} {arch:<10} {acc:>15} {auc:>15} {wall:>8}")
+            line = f"{row['set']:<10} {ipc:>5} {arch:<10} {acc:>15} {auc:>15} {val:>15}"
+            lines.append(f"{line} {wall:>8}")
     return "\n".join(lines)
 
 

@@ -154,37 +154,40 @@ class ArchReport:
     spec: dict[str, Any]
     nets: list[NetResult]
 
+    def _stats(self, key: str) -> tuple[float, float]:
+        return mean_std([getattr(n, key) for n in self.nets])
+
     @property
     def acc_mean(self) -> float:
-        return mean_std([n.acc for n in self.nets])[0]
+        return self._stats("acc")[0]
 
     @property
     def acc_std(self) -> float:
-        return mean_std([n.acc for n in self.nets])[1]
+        return self._stats("acc")[1]
 
     @property
     def auc_mean(self) -> float:
-        return mean_std([n.auc for n in self.nets])[0]
+        return self._stats("auc")[0]
 
     @property
     def auc_std(self) -> float:
-        return mean_std([n.auc for n in self.nets])[1]
+        return self._stats("auc")[1]
 
     @property
     def val_acc_mean(self) -> float:
-        return mean_std([n.val_acc for n in self.nets])[0]
+        return self._stats("val_acc")[0]
 
     @property
     def val_acc_std(self) -> float:
-        return mean_std([n.val_acc for n in self.nets])[1]
+        return self._stats("val_acc")[1]
 
     @property
     def val_auc_mean(self) -> float:
-        return mean_std([n.val_auc for n in self.nets])[0]
+        return self._stats("val_auc")[0]
 
     @property
     def val_auc_std(self) -> float:
-        return mean_std([n.val_auc for n in self.nets])[1]
+        return self._stats("val_auc")[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -520,6 +523,23 @@ def _inputs(
     )  # fmt: skip
 
 
+def _trained_nets(
+    inputs: EvalInputs, jobs: list[NetJob], cfg: EvalConfig, progress: bool, shown: str
+) -> dict[tuple[str, int], NetResult]:
+    """Every job's network by (arch, index), the bar showing each one's `shown` accuracy."""
+    nets: dict[tuple[str, int], NetResult] = {}
+    with tqdm(total=len(jobs), desc="evaluate", disable=not progress, unit="net") as bar:
+
+        def done(job: NetJob, net: NetResult) -> None:
+            nets[job.arch, job.index] = net
+            bar.update(1)
+            value = net.acc if shown == "acc" else net.val_acc
+            bar.set_postfix(arch=job.arch, **{shown: f"{100 * value:.1f}%"})
+
+        _run_jobs(inputs, jobs, cfg, progress, done)
+    return nets
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -562,16 +582,7 @@ def evaluate_set(
         for arch in cfg.models
         for k in range(cfg.num_nets)
     ]
-    nets: dict[tuple[str, int], NetResult] = {}
-    with tqdm(total=len(jobs), desc="evaluate", disable=not progress, unit="net") as bar:
-
-        def done(job: NetJob, net: NetResult) -> None:
-            nets[job.arch, job.index] = net
-            bar.update(1)
-            shown = net.acc if "test" in splits else net.val_acc
-            bar.set_postfix(arch=job.arch, acc=f"{100 * shown:.1f}%")
-
-        _run_jobs(inputs, jobs, cfg, progress, done)
+    nets = _trained_nets(inputs, jobs, cfg, progress, shown="acc" if "test" in splits else "val")
     archs = {
         arch: ArchReport(
             arch=arch,
