@@ -6,21 +6,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, device_of
+from meddistill.app.defaults import fit_window
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.costs import measure, record_cost, stage_total
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import check_ipc
 from meddistill.data.synthetic import META, SyntheticSet
-from meddistill.errors import ConfigError
+from meddistill.errors import ConfigError, MeddistillError
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
 from meddistill.experts.store import TrajectoryStore
@@ -45,6 +48,7 @@ class DistillPlan:
     device: torch.device
     dsa_strategy: str
     experts: BufferConfig | None
+    notes: tuple[str, ...] = ()  # settings derived from the data, said in the run's log
 
     @property
     def ipc(self) -> int:
@@ -64,12 +68,28 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
             train = dataclasses.replace(train, dsa_strategy=strategy)
         train = dataclasses.replace(train, optimizer=job.expert_optimizer or method.experts)
         experts = dataclasses.replace(job.experts, model=job.model, train=train)
-    return DistillPlan(job, method, config, device_of(job), strategy, experts)
+    notes: tuple[str, ...] = ()
+    epochs = _buffer_epochs(job, method)
+    if epochs is not None:
+        config, note = fit_window(config, method.windows_of, epochs, set(job.match))
+        notes = (note,) if note else ()
+    return DistillPlan(job, method, config, device_of(job), strategy, experts, notes)
 
 
-def check_buffer(
-    plan: DistillPlan, store: TrajectoryStore, dataset: MedicalDataset
-) -> str | None:
+def _buffer_epochs(job: DistillJob, method: MethodEntry) -> int | None:
+    """The epochs of the buffer the run will match: the one it makes, or a given one whose
+    buffer.json can be read (None otherwise: the run's own check reports it)."""
+    if method.experts is None:
+        return None
+    if job.buffer is None:
+        return int(job.experts.epochs)
+    try:
+        return TrajectoryStore(job.buffer).epochs
+    except (MeddistillError, OSError):
+        return None
+
+
+def check_buffer(plan: DistillPlan, store: TrajectoryStore, dataset: MedicalDataset) -> str | None:
     """A given buffer must fit the dataset, the network and the DSA strategy; returns the
     warning to log when a strategy mismatch is allowed (allow_dsa_mismatch), else None."""
     store.check_compatible(dataset, plan.job.model)
@@ -240,6 +260,9 @@ def run_distill(
     dataset = dataset.to(plan.device)
     run_id = run_identity(plan, dataset)
     with run_folder(plan, dataset, runs_root, command, run_id) as run:
+        for note in plan.notes:
+            run.log(f"note: {note}")
+            tqdm.write(f"note: {note}", file=sys.stderr)
         if warning is not None:
             run.log(warning)
         syn = finished_set(run, run_id)
