@@ -166,3 +166,17 @@ def test_the_report_of_a_tune_folder_shows_the_search(workdir) -> None:
     assert numbers[0] == "number,state,val_acc,last_intermediate"
     assert numbers[2] == "1,pruned,,0.2"
     assert (folder / "analysis" / "tuning_search.png").stat().st_size > 1000
+
+
+def test_a_pruned_trial_has_no_val_score_only_its_short_evaluations() -> None:
+    from meddistill.app.tune import trial_records
+
+    study = optuna.create_study(direction="maximize")
+    done = study.ask({"lr_img": optuna.distributions.FloatDistribution(1, 100, log=True)})
+    study.tell(done, 0.61)
+    cut = study.ask({"lr_img": optuna.distributions.FloatDistribution(1, 100, log=True)})
+    cut.report(0.4, 50)
+    study.tell(cut, state=optuna.trial.TrialState.PRUNED)
+    records = trial_records(study)
+    assert [(r["state"], r["val_acc"]) for r in records] == [("complete", 0.61), ("pruned", None)]
+    assert records[1]["intermediate"] == {"50": 0.4}

@@ -200,8 +200,10 @@ class DistillJob:
 class TuneConfig:
     """The search: its budget (`trials`, and `minutes` when > 0, whichever ends first), the
     knobs (`params`; empty: every knob the method has), pruning (`report_every` iterations
-    between the short val evaluations, 0: none; `startup_trials` complete before any pruning)
-    and the sampler's `seed` (TPE)."""
+    between the short val evaluations, 0: a quarter of match.iterations; a trial is pruned
+    from its second short evaluation on, below the median of earlier trials at that point,
+    once `startup_trials` trials completed; `prune: false` keeps every trial) and the TPE
+    sampler's `seed`."""
 
     trials: int = 20
     minutes: float = 0.0

@@ -143,7 +143,9 @@ def _study(search: _Search, optuna: Any) -> Any:
     study = optuna.create_study(
         storage=storage, study_name="tune", direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.startup_trials, n_warmup_steps=search.report_every
+        ),
     )  # fmt: skip
     for trial in study.get_trials(deepcopy=False):
         if trial.state == optuna.trial.TrialState.RUNNING:
@@ -160,6 +162,15 @@ def _finished(study: Any, optuna: Any) -> int:
     return sum(t.state in states for t in study.get_trials(deepcopy=False))
 
 
+def _complete_value(trial: Any) -> float | None:
+    """A finished trial's val score; None for a pruned one (Optuna stores its last short
+    evaluation as its value, which is not the protocol's score) or one without a value."""
+    value = trial.value
+    if trial.state.name != "COMPLETE" or value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def trial_records(study: Any) -> list[dict[str, Any]]:
     """trials.json: every trial's values, state, val score and its short val evaluations."""
     return [
@@ -167,7 +178,7 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
             "number": t.number,
             "state": t.state.name.lower(),
             "params": t.params,
-            "val_acc": t.value if t.value is not None and math.isfinite(t.value) else None,
+            "val_acc": _complete_value(t),
             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
             "seconds": t.user_attrs.get("seconds"),
             "base": bool(t.user_attrs.get("base", False)),
@@ -195,6 +206,7 @@ def preset_text(job: TuneJob, best: Any, dataset: MedicalDataset, budget: str) -
     for key in ("out", "buffer"):
         config.pop(key, None)
     config["match"] = {**config.get("match", {}), **best.params}
+    config["experts"]["model"] = config["model"]  # the network the experts are (resolve_distill)
     config["tuned_for"] = dataset.name
     header = [
         f"# meddistill tune: {job.method} on {dataset.name}, chosen on the VALIDATION split",
