@@ -117,3 +117,33 @@ def test_a_nested_impossible_value_is_named_where_the_user_typed_it():
         resolve(DistillJob, {"experts": {"train": {"lr": 0}}})
     with pytest.raises(ConfigError, match=r"^option match\.eval\.batch_size must be"):
         get_method("hoptm").make_config({"eval": {"batch_size": 0}})
+
+
+def test_dataset_val_fraction_carves_val_from_an_image_folder(tmp_path) -> None:
+    from imagefolders import image_folder
+
+    from meddistill.app.config import DatasetConfig
+    from meddistill.errors import ConfigError, OptionError
+
+    folder = image_folder(tmp_path / "ds", {"a": 20, "b": 20}, size=8)
+    name = f"folder:{folder}"
+    assert DatasetConfig(name=name).load().class_counts("val") == [2, 2]  # default 10 %
+    assert DatasetConfig(name=name, val_fraction=0.25).load().class_counts("val") == [5, 5]
+    assert DatasetConfig(name=name, val_fraction=0.0).load().val is None
+    with pytest.raises(OptionError, match="dataset.val_fraction must be a fraction"):
+        DatasetConfig(name=name, val_fraction=1.0)
+    with pytest.raises(ConfigError, match="val_fraction do not apply to dataset 'bloodmnist'"):
+        DatasetConfig(name="bloodmnist", val_fraction=0.2).load()
+
+
+def test_an_unset_val_fraction_keeps_the_run_identity_it_had() -> None:
+    from toydata import shifted_toy
+
+    from meddistill.app.config import DistillJob, resolve
+    from meddistill.app.distill import resolve_distill, run_identity
+
+    data = shifted_toy()
+    unset = run_identity(resolve_distill(resolve(DistillJob, {"method": "hoptm"})), data)
+    assert unset == "8042e66c50f6e8e6"  # computed at commit 5e9ffb3, before the option existed
+    given = {"method": "hoptm", "dataset": {"val_fraction": 0.2}}
+    assert run_identity(resolve_distill(resolve(DistillJob, given)), data) != unset

@@ -39,6 +39,7 @@ class DatasetConfig:
     normalization: dict[str, list[float]] | None = None
     dsa_strategy: str | None = None
     verify_md5: bool = True  # MedMNIST only: false accepts a file whose md5 differs (recorded)
+    val_fraction: float | None = None  # image folders: share of each class carved for val
 
     def __post_init__(self) -> None:
         check = Options("dataset", self)
@@ -50,10 +51,16 @@ class DatasetConfig:
         check.seeds("split_seed")
         check_normalization(check, self.normalization, self.channels)
         check.strategy("dsa_strategy")
+        if self.val_fraction is not None and not (
+            is_finite_number(self.val_fraction) and 0 <= self.val_fraction < 1
+        ):
+            check.fail("val_fraction", "a fraction in [0, 1) (0: no val split) or null (0.1)")
 
     def load(self) -> MedicalDataset:
         norm = Normalization.from_dict(self.normalization) if self.normalization else None
-        extra = {} if self.verify_md5 else {"verify_md5": False}
+        extra: dict[str, Any] = {} if self.verify_md5 else {"verify_md5": False}
+        if self.val_fraction is not None:  # image folders only; MedMNIST refuses it by name
+            extra["val_fraction"] = self.val_fraction
         return load_dataset(
             self.name,
             root=self.root,

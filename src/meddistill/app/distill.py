@@ -206,6 +206,8 @@ def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
     """A hash of what makes the set: the used config (evaluation excepted) and the data."""
     config = used_config(plan)
     made_by = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    if made_by["dataset"].get("val_fraction") is None:  # the loader's default: as before
+        made_by["dataset"] = {k: v for k, v in made_by["dataset"].items() if k != "val_fraction"}
     if plan.experts is not None:  # how many processes train them is not what they are
         made_by["experts"] = _one_strategy(plan.experts.identity(), plan.dsa_strategy)
     periodic = getattr(plan.config, "eval", None)
