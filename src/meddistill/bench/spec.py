@@ -218,5 +218,10 @@ def _dataset_config(section: dict[str, Any]) -> DatasetConfig:
 
 
 def _dataset_identity(section: dict[str, Any]) -> dict[str, Any]:
-    """A dataset section without where-to-find-it keys: what artifact identities hash."""
-    return {k: v for k, v in section.items() if k not in _DATASET_EXECUTION_KEYS}
+    """A dataset section without where-to-find-it keys: what artifact identities hash (an
+    unset val_fraction is left out, so identities made before the option existed hold)."""
+    return {
+        k: v
+        for k, v in section.items()
+        if k not in _DATASET_EXECUTION_KEYS and not (k == "val_fraction" and v is None)
+    }
