@@ -40,3 +40,15 @@ def test_a_distill_job_without_a_preset_gets_a_window_its_buffer_holds() -> None
     assert len(plan.notes) == 1 and "match.max_start=25" in plan.notes[0]
     hoptm = resolve_distill(resolve(DistillJob, {"method": "hoptm"}))
     assert hoptm.notes == ()  # its defaults (2 epochs from [0, 4)) fit 10 epochs
+
+
+def test_a_learned_step_size_far_from_its_start_is_warned() -> None:
+    from meddistill.app.defaults import step_size_warning
+
+    assert step_size_warning(0.01, 0.05) is None  # 5x: within [0.1x, 10x]
+    assert step_size_warning(0.01, 0.001) is None  # exactly 0.1x
+    low = step_size_warning(0.01, 0.0003)
+    assert low is not None and "collapsed from 0.01 to 0.0003 (0.03x)" in low
+    high = step_size_warning(0.01, 0.2)
+    assert high is not None and "grew from 0.01 to 0.2 (20x)" in high
+    assert step_size_warning(None, 0.2) is None and step_size_warning(0.01, None) is None

@@ -48,3 +48,23 @@ def fit_window(
         f"using expert_epochs={length}, max_start={start} (set them to choose otherwise)"
     )
     return fitted, note
+
+
+# A learned step size that ends outside [start / RANGE, start * RANGE] is worth a warning.
+STEP_SIZE_RANGE = 10.0
+
+
+def step_size_warning(start: float | None, learned: float | None) -> str | None:
+    """A warning when the learned step size collapsed or exploded against its start value
+    (the set is still evaluated with it, as the papers do), else None."""
+    if not start or not learned or start <= 0 or learned <= 0:
+        return None
+    ratio = learned / start
+    if 1 / STEP_SIZE_RANGE <= ratio <= STEP_SIZE_RANGE:
+        return None
+    went = "collapsed" if ratio < 1 else "grew"
+    return (
+        f"the learned step size {went} from {start:.4g} to {learned:.4g} ({ratio:.3g}x); the set "
+        f"is evaluated with it. If that was not intended, lower match.lr_lr, use "
+        f"match.step_size_param=log, or evaluate with a fixed eval.lr"
+    )

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, device_of
-from meddistill.app.defaults import fit_window
+from meddistill.app.defaults import fit_window, step_size_warning
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.costs import measure, record_cost, stage_total
@@ -306,6 +306,10 @@ def _make_set(
     if store is not None:
         syn.meta["buffer"] = str(store.path)
     syn.meta["seed"] = job.seed
+    warning = step_size_warning(getattr(plan.config, "syn_lr_init", None), syn.syn_lr)
+    if warning is not None:
+        run.log(f"warning: {warning}")
+        tqdm.write(f"warning: {warning}", file=sys.stderr)
     return syn
 
 
