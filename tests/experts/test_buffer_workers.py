@@ -32,13 +32,7 @@ SPEC = ModelSpec(name="convnet", depth=1, width=4)
 PARALLEL_LOG = "meddistill.training.parallel"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-equality with the workers holds for the one-thread computation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def buffer_cfg(**kw) -> BufferConfig:

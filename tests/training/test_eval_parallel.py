@@ -29,13 +29,7 @@ SPEC = ModelSpec(name="convnet", depth=2, width=8)
 REL_TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-equality with the workers holds for the one-thread computation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _cfg(**kw) -> EvalConfig:

@@ -69,14 +69,14 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
         train = dataclasses.replace(train, optimizer=job.expert_optimizer or method.experts)
         experts = dataclasses.replace(job.experts, model=job.model, train=train)
     notes: tuple[str, ...] = ()
-    epochs = _buffer_epochs(job, method)
+    epochs = buffer_epochs(job, method)
     if epochs is not None:
         config, note = fit_window(config, method.windows_of, epochs, set(job.match))
         notes = (note,) if note else ()
     return DistillPlan(job, method, config, device_of(job), strategy, experts, notes)
 
 
-def _buffer_epochs(job: DistillJob, method: MethodEntry) -> int | None:
+def buffer_epochs(job: DistillJob, method: MethodEntry) -> int | None:
     """The epochs of the buffer the run will match: the one it makes, or a given one whose
     buffer.json can be read (None otherwise: the run's own check reports it)."""
     if method.experts is None:

@@ -25,6 +25,7 @@ import yaml
 from meddistill.app.config import TuneConfig, TuneJob
 from meddistill.app.distill import (
     DistillPlan,
+    buffer_epochs,
     check_before_work,
     expert_store,
     periodic_evaluator,
@@ -34,6 +35,7 @@ from meddistill.app.record import evaluate_row
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError, MeddistillError
+from meddistill.experts.store import TrajectoryStore
 from meddistill.matching.loop import DistillRun
 from meddistill.runs import RunDir, inside, slug
 from meddistill.tuning import PRESET_FILE, STUDY_FILE, TRIALS_FILE
@@ -62,7 +64,7 @@ class _Search:
     dataset: MedicalDataset
     space: SearchSpace
     buffer_epochs: int | None
-    runs_root: Path
+    store: TrajectoryStore | None  # the buffer every trial matches (made or reused once)
     run: RunDir
     report_every: int
 
@@ -79,11 +81,10 @@ def _watcher(search: _Search, plan: DistillPlan, trial: Any, optuna: Any) -> Any
     evaluate = periodic_evaluator(plan, search.dataset)
     if evaluate is None:
         return None
-    arch = search.job.model.name
 
     def watch(syn: Any, iteration: int) -> dict[str, Any]:
         metrics = evaluate(syn, iteration)
-        score = metrics.get(arch, {}).get("val_acc_mean")
+        score = _val_score(search.job, metrics)
         if score is not None:
             trial.report(float(score), iteration)
             if search.job.tune.prune and trial.should_prune():
@@ -104,10 +105,14 @@ def _score(search: _Search, plan: DistillPlan, syn: Any) -> float:
         seed=derive_seed(job.seed, "tune-eval"), lr=job.eval.lr if job.eval.lr is not None else syn.syn_lr,
         label=plan.method.name, ipc=plan.ipc, progress=False, splits=("val",),
     )  # fmt: skip
-    score = row["archs"][
-        job.model.name if job.model.name in row["archs"] else next(iter(row["archs"]))
-    ]
-    return float(score["val_acc_mean"])
+    return float(_val_score(job, row["archs"]))
+
+
+def _val_score(job: TuneJob, archs: dict[str, Any]) -> float | None:
+    """The val accuracy a trial is judged by: the distillation network's row (evaluations
+    name it by its architecture, or "convnet" for its 3D variant), else the first row."""
+    stats = archs.get(job.model.name) or next(iter(archs.values()), {})
+    return stats.get("val_acc_mean")
 
 
 def _objective(search: _Search, optuna: Any) -> Any:
@@ -115,7 +120,6 @@ def _objective(search: _Search, optuna: Any) -> Any:
         values = search.space.suggest(trial)
         plan = _trial_plan(search, values)
         check_before_work(plan, search.dataset)
-        store = expert_store(plan, search.dataset, search.runs_root, False, search.run.log)
         run = DistillRun(
             seed=search.job.seed, out_dir=None, dsa_strategy=plan.dsa_strategy,
             method=plan.method.name, log=search.run.log, progress=False,
@@ -123,7 +127,7 @@ def _objective(search: _Search, optuna: Any) -> Any:
         )  # fmt: skip
         started = time.perf_counter()
         syn = plan.method.distill(
-            search.dataset, plan.config, experts=store, model=search.job.model,
+            search.dataset, plan.config, experts=search.store, model=search.job.model,
             device=plan.device, run=run,
         )  # fmt: skip
         score = _score(search, plan, syn)
@@ -270,23 +274,14 @@ def run_tune(job: TuneJob, runs_root: str | Path, progress: bool = True) -> dict
         )
     check_before_work(plan, dataset)
     dataset = dataset.to(plan.device)
-    buffer_epochs = _buffer_epochs(job, plan)
-    space = SearchSpace.for_config(plan.config, buffer_epochs, job.tune.params or None)
+    epochs = buffer_epochs(job, plan.method)
+    space = SearchSpace.for_config(plan.config, epochs, job.tune.params or None)
     report_every = job.tune.report_every or max(1, plan.config.iterations // 4)
     folder = tune_folder(job, plan, dataset, runs_root)
     with RunDir(folder, to_dict(job)) as run:
-        search = _Search(job, plan, dataset, space, buffer_epochs, runs_root, run, report_every)
+        store = expert_store(plan, dataset, runs_root, False, run.log)
+        search = _Search(job, plan, dataset, space, epochs, store, run, report_every)
         return _search(search, optuna, progress)
-
-
-def _buffer_epochs(job: TuneJob, plan: DistillPlan) -> int | None:
-    if plan.method.experts is None:
-        return None
-    if job.buffer:
-        from meddistill.experts.store import TrajectoryStore
-
-        return TrajectoryStore(job.buffer).epochs
-    return plan.experts.epochs if plan.experts is not None else job.experts.epochs
 
 
 def _search(search: _Search, optuna: Any, progress: bool) -> dict[str, Any]:

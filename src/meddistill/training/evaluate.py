@@ -27,7 +27,7 @@ from meddistill.training import parallel
 from meddistill.training.batched import train_networks_batched, unbatchable
 from meddistill.training.compiled import COMPILE_AUTO_WORK, compile_on, valid_compile
 from meddistill.training.config import TrainConfig
-from meddistill.training.loop import TrainResult, train_network
+from meddistill.training.loop import TrainResult, as_pair, train_network
 from meddistill.training.metrics import evaluate_model
 from meddistill.utils import Options, derive_seed, is_integer, make_generator
 
@@ -364,10 +364,7 @@ def evaluate_one_network(
 
 def _scores(model: nn.Module, split: Any) -> dict[str, float] | None:
     """evaluate_model on a Split or an (images, labels) pair; None for no split."""
-    if split is None:
-        return None
-    images, labels = split if isinstance(split, tuple) else (split.images, split.labels)
-    return evaluate_model(model, images, labels)
+    return None if split is None else evaluate_model(model, *as_pair(split))
 
 
 def _net_result(

@@ -72,7 +72,7 @@ def _make_dsa(cfg: TrainConfig, spatial_dims: int) -> DSA | None:
     return DSA(cfg.dsa_strategy, spatial_dims=spatial_dims) if cfg.dsa else None
 
 
-def _as_pair(
+def as_pair(
     split: _SplitLike | tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(split, tuple):
@@ -209,7 +209,7 @@ def _prepare(
     targets = hard_labels(labels)
     test_pair = None
     if test_split is not None:
-        test_images, test_labels = _as_pair(test_split)
+        test_images, test_labels = as_pair(test_split)
         test_pair = (test_images.to(device), test_labels.to(device))
     step = TrainStep(model, compile=compile)
     return _LoopState(model, step, images, labels, targets, base, gsam, dsa, generator, test_pair)
