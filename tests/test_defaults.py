@@ -52,3 +52,46 @@ def test_a_learned_step_size_far_from_its_start_is_warned() -> None:
     high = step_size_warning(0.01, 0.2)
     assert high is not None and "grew from 0.01 to 0.2 (20x)" in high
     assert step_size_warning(None, 0.2) is None and step_size_warning(0.01, None) is None
+
+
+def test_student_steps_and_kappa_follow_the_data_when_nobody_set_them() -> None:
+    from meddistill.app.defaults import fit_to_data, window_steps
+    from meddistill.methods.hoptm import HoPTMConfig
+
+    cfg = HoPTMConfig()  # published: 80 student steps, kappa_0 = 5e-9 in absolute units
+    assert (cfg.syn_steps, cfg.kappa_mode) == (80, "absolute")
+    # BreastMNIST: 546 train images, batch 64 -> ceil(546 / 64) = 9 steps an epoch, 2 epochs
+    assert window_steps(2, 546, 64) == 18
+    fitted, notes = fit_to_data(cfg, set(), train_images=546, expert_batch=64)
+    assert (fitted.syn_steps, fitted.kappa_mode) == (18, "quantile")
+    assert len(notes) == 2 and "syn_steps=18" in notes[0] and "kappa_mode=quantile" in notes[1]
+    # BloodMNIST: 11,959 images, batch 256 -> 47 an epoch, 94 in the window: 80 stays
+    blood, blood_notes = fit_to_data(cfg, set(), train_images=11959, expert_batch=256)
+    assert blood.syn_steps == 80 and len(blood_notes) == 1
+    # what a preset or the user set is never changed; an unknown batch skips the step rule
+    kept, none = fit_to_data(cfg, {"syn_steps", "kappa_base"}, train_images=546, expert_batch=64)
+    assert kept == cfg and none == ()
+    unknown, _ = fit_to_data(cfg, {"kappa_mode"}, train_images=546, expert_batch=None)
+    assert unknown == cfg
+
+
+def test_a_run_without_a_preset_records_the_derived_settings(workdir) -> None:
+    import yaml
+    from imagefolders import image_folder
+
+    from meddistill.cli import main
+
+    ds = image_folder(workdir / "ds", {"a": 6, "b": 6, "c": 6})
+    argv = [
+        "distill", "--method", "hoptm", "--dataset", f"folder:{ds}", "--ipc", "1",
+        "--iterations", "2", "--threads", "1", "--no-progress", "model.width=4",
+        "experts.num_experts=1", "experts.epochs=2", "match.expert_epochs=1",
+        "match.max_start=1", "eval.num_nets=1", "eval.epochs=1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (run,) = (workdir / "runs" / "distill").iterdir()
+    used = yaml.safe_load((run / "config.yaml").read_text())["match"]
+    # 15 train images (one per class carved for val), batch 256: 1 expert step in 1 epoch
+    assert (used["syn_steps"], used["kappa_mode"]) == (1, "quantile")
+    log = (run / "log.txt").read_text()
+    assert "using syn_steps=1" in log and "using the scale-free match.kappa_mode=quantile" in log

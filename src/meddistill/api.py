@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from meddistill.app.config import DatasetConfig
+from meddistill.app.defaults import fit_to_data, fit_window
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.registry import dsa_strategy_for
 from meddistill.data.synthetic import SyntheticSet
@@ -79,19 +80,6 @@ def train_experts(
     return generate_buffer(dataset.to(dev), cfg, folder, device=dev, progress=progress)
 
 
-def _fit_window(entry: Any, options: dict[str, Any], last_epoch: int) -> dict[str, Any]:
-    """Keep the method's default window inside the experts' epochs (values the caller set
-    are left as they are, and checked by the engine)."""
-    if entry.windows_of is None or {"max_start", "expert_epochs"} & set(options):
-        return options
-    cfg = entry.make_config(options)
-    if entry.windows_of(cfg).furthest_epoch(last_epoch) <= last_epoch:
-        return options
-    expert_epochs = min(cfg.expert_epochs, max(1, last_epoch // 2))
-    max_start = max(cfg.min_start + 1, last_epoch - expert_epochs + 1)
-    return {**options, "expert_epochs": expert_epochs, "max_start": max_start}
-
-
 def distill(
     dataset: MedicalDataset,
     method: str = "hoptm",
@@ -112,9 +100,12 @@ def distill(
     options = {**options, "ipc": ipc}
     if iterations is not None:
         options["iterations"] = iterations
-    if experts is not None:
-        options = _fit_window(entry, options, experts.epochs)
     config = entry.make_config(options)
+    if experts is not None:
+        config, _ = fit_window(config, entry.windows_of, experts.epochs, set(options))
+    batch = experts.meta.get("train", {}).get("batch_size") if experts is not None else None
+    config, _ = fit_to_data(config, set(options), train_images=len(dataset.train),
+                            expert_batch=batch if isinstance(batch, int) else None)  # fmt: skip
     dev = resolve_device(device)
     run = DistillRun(
         seed=seed, out_dir=Path(out) if out is not None else None,

@@ -251,7 +251,12 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     tab.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     tab.add_argument("--out", help="write the table to this file instead of printing it")
     tab.add_argument("--grid", help="only rows of this grid")
-    tab.add_argument("--metric", default="acc", choices=["acc", "auc"])
+    tab.add_argument(
+        "--metric",
+        default="acc",
+        choices=["acc", "auc", "val_acc", "val_auc"],
+        help="test accuracy or AUC (to report), or the same on the val split (to choose by)",
+    )
     tab.add_argument("--arch", default="convnet")
     tab.add_argument("--dataset", nargs="+")
     tab.add_argument("--ipc", type=int, nargs="+", help="IPCs (for ipc-vs: OURS THEIRS...)")

@@ -30,6 +30,7 @@ class Rows:
         dataset: str = "toy",
         setting: str | None = None,
         eval_id: str = "ev",
+        val_accs: list[float] | None = None,
     ) -> str:
         art_id = f"{dataset}-{method}-{ipc}-{seed}-{setting}"
         if self.db.artifact(art_id) is None:
@@ -54,6 +55,7 @@ class Rows:
                     net_index=k,
                     acc=acc,
                     auc=0.5,
+                    val_acc=None if val_accs is None else val_accs[k],
                     loss=1.0,
                     epochs=300,
                     lr=0.01,
@@ -213,3 +215,22 @@ def test_make_table_dispatches_to_each_kind(db: ResultsDB) -> None:
         make_table(db, "ipc-vs", ours="hoptm", theirs=["mtt"], ipcs=[1])
     with pytest.raises(ConfigError, match="unknown table kind"):
         make_table(db, "pie")
+
+
+def test_val_metric_reads_the_val_split_and_cost_table_gives_percent_of_full(
+    tmp_path: Path,
+) -> None:
+    database = ResultsDB(tmp_path / "results.sqlite")
+    rows = Rows(database)
+    rows.add("full", None, [0.80, 0.80], val_accs=[0.90, 0.90])
+    rows.add("hoptm", 1, [0.60, 0.40], val_accs=[0.70, 0.50])
+    val = main_table(database, metric="val_acc")
+    assert val.title.startswith("ConvNet: val accuracy (%)")
+    assert val.rows[1][1][0].text == "60.00 ± 10.00"  # val, not test (50.00 ± 10.00)
+    cost = make_table(database, cost=True)
+    share = cost.columns.index("% of full")
+    by_method = {name: [c.text for c in cells] for name, cells in cost.rows}
+    assert by_method["HoP-TM"][share] == "62.5"  # 50 / 80 by hand
+    assert by_method["Full dataset"][share] == "100.0"
+    assert make_table(database, cost=True, metric="val_acc").rows[1][1][share].text == "66.7"
+    database.close()

@@ -10,6 +10,7 @@ into the buffer instead, and the run's log says so; a window the user set is nev
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -68,3 +69,65 @@ def step_size_warning(start: float | None, learned: float | None) -> str | None:
         f"is evaluated with it. If that was not intended, lower match.lr_lr, use "
         f"match.step_size_param=log, or evaluate with a fixed eval.lr"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings derived from the data: applied to the knobs nobody set (no preset, no override)
+# ---------------------------------------------------------------------------------------------
+
+KAPPA_KNOBS = ("kappa_mode", "kappa_base", "kappa_quantile")
+
+
+def window_steps(expert_epochs: int, train_images: int, expert_batch: int) -> int:
+    """SGD steps an expert takes over `expert_epochs` epochs (the last batch kept, as
+    iter_batches does)."""
+    return expert_epochs * max(1, math.ceil(train_images / expert_batch))
+
+
+def _fewer_student_steps(
+    config: Any, given: Collection[str], train_images: int, expert_batch: int
+) -> tuple[Any, str | None]:
+    """A student that takes more steps than the expert it matches overshoots the target on a
+    small dataset (BreastMNIST: 18 expert steps in a 2-epoch window against MTT's 20 and
+    HoP-TM's 80): cap the default at the expert's steps in the window."""
+    if "syn_steps" in given or not all(hasattr(config, k) for k in ("syn_steps", "expert_epochs")):
+        return config, None
+    steps = window_steps(config.expert_epochs, train_images, expert_batch)
+    if config.syn_steps <= steps:
+        return config, None
+    note = (
+        f"the method's default match.syn_steps={config.syn_steps} is more than the {steps} SGD "
+        f"steps an expert takes in its {config.expert_epochs}-epoch window ({train_images} "
+        f"train images, batch {expert_batch}); using syn_steps={steps} (set it to choose "
+        "otherwise)"
+    )
+    return dataclasses.replace(config, syn_steps=steps), note
+
+
+def _scale_free_kappa(config: Any, given: Collection[str]) -> tuple[Any, str | None]:
+    """HoP-TM's kappa_0 in absolute units (Eq. 7) is the published dataset's loss scale, 50x
+    apart between the papers' datasets: by default use the same start as a quantile of the
+    first iteration's element losses, which means the same on any dataset."""
+    if getattr(config, "kappa_mode", None) != "absolute" or set(KAPPA_KNOBS) & set(given):
+        return config, None
+    note = (
+        f"the default absolute match.kappa_base={config.kappa_base:g} is another dataset's loss "
+        f"scale; using the scale-free match.kappa_mode=quantile "
+        f"(kappa_quantile={config.kappa_quantile:g}; set kappa_mode to choose otherwise)"
+    )
+    return dataclasses.replace(config, kappa_mode="quantile"), note
+
+
+def fit_to_data(
+    config: Any, given: Collection[str], *, train_images: int, expert_batch: int | None
+) -> tuple[Any, tuple[str, ...]]:
+    """(config, notes): the method's defaults that depend on the data fitted to it, each
+    change said in a note; knobs in `given` (a preset's or the user's) are never changed.
+    `expert_batch` None (a given buffer that does not record it) skips the step rule."""
+    notes: list[str] = []
+    if expert_batch:
+        config, note = _fewer_student_steps(config, given, train_images, expert_batch)
+        notes += [note] if note else []
+    config, note = _scale_free_kappa(config, given)
+    notes += [note] if note else []
+    return config, tuple(notes)

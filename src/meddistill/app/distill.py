@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, device_of
-from meddistill.app.defaults import fit_window, step_size_warning
+from meddistill.app.defaults import fit_to_data, fit_window, step_size_warning
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.costs import measure, record_cost, stage_total
@@ -87,6 +87,32 @@ def buffer_epochs(job: DistillJob, method: MethodEntry) -> int | None:
         return TrajectoryStore(job.buffer).epochs
     except (MeddistillError, OSError):
         return None
+
+
+def _expert_batch(plan: DistillPlan) -> int | None:
+    """The batch size of the experts the run matches: made here, or read from a given
+    buffer's buffer.json (None where it cannot be read: the rules that need it are skipped)."""
+    if plan.experts is not None:
+        return int(plan.experts.train.batch_size)
+    if plan.method.experts is None or plan.job.buffer is None:
+        return None
+    try:
+        batch = TrajectoryStore(plan.job.buffer).meta.get("train", {}).get("batch_size")
+    except (MeddistillError, OSError):
+        return None
+    return int(batch) if isinstance(batch, int) and batch > 0 else None
+
+
+def fit_plan_to_data(plan: DistillPlan, dataset: MedicalDataset) -> DistillPlan:
+    """The plan with the method's data-dependent defaults fitted to `dataset` (fit_to_data):
+    only knobs the job left unset change, each said in a note of the run's log."""
+    config, notes = fit_to_data(
+        plan.config,
+        set(plan.job.match),
+        train_images=len(dataset.train),
+        expert_batch=_expert_batch(plan),
+    )
+    return dataclasses.replace(plan, config=config, notes=plan.notes + notes)
 
 
 def check_buffer(plan: DistillPlan, store: TrajectoryStore, dataset: MedicalDataset) -> str | None:
@@ -258,6 +284,7 @@ def run_distill(
     the same configuration is not made again: its set is evaluated with today's settings."""
     plan = resolve_distill(job)
     dataset = job.dataset.load()
+    plan = fit_plan_to_data(plan, dataset)
     warning = check_before_work(plan, dataset)  # a refused run leaves nothing behind
     dataset = dataset.to(plan.device)
     run_id = run_identity(plan, dataset)

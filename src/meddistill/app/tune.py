@@ -28,6 +28,7 @@ from meddistill.app.distill import (
     buffer_epochs,
     check_before_work,
     expert_store,
+    fit_plan_to_data,
     periodic_evaluator,
     resolve_distill,
 )
@@ -272,6 +273,7 @@ def run_tune(job: TuneJob, runs_root: str | Path, progress: bool = True) -> dict
             f"meddistill tune chooses on the validation split and dataset '{dataset.name}' has "
             "none; image folders get one with val_fraction > 0 (the default)"
         )
+    plan = fit_plan_to_data(plan, dataset)
     check_before_work(plan, dataset)
     dataset = dataset.to(plan.device)
     epochs = buffer_epochs(job, plan.method)
@@ -288,6 +290,8 @@ def _search(search: _Search, optuna: Any, progress: bool) -> dict[str, Any]:
     cfg = search.job.tune
     budget = _budget(cfg)
     study = _study(search, optuna)
+    for note in search.plan.notes:
+        search.run.log(f"note: {note}")
     search.run.log(f"tune: {budget} over {'; '.join(search.space.describe())}")
     left = cfg.trials - _finished(study, optuna)
     if left > 0:

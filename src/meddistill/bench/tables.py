@@ -72,7 +72,8 @@ ARCH_NAMES = {
     "resnet18": "ResNet18",
 }
 CROSS_ARCHS = ("convnet", "lenet", "alexnet", "vgg11", "resnet18")
-METRICS = {"acc": (100.0, 2), "auc": (1.0, 3)}  # scale, decimals
+# scale, decimals; val_* score the validation split (to choose by), the others test (to report)
+METRICS = {"acc": (100.0, 2), "auc": (1.0, 3), "val_acc": (100.0, 2), "val_auc": (1.0, 3)}
 MISSING = "-"
 
 
@@ -225,12 +226,12 @@ def collect(rows: Sequence[ResultRow], metric: str = "acc") -> dict[Key, Stat]:
     different iterations) is refused: their networks are not samples of one experiment.
     """
     if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'; use acc or auc")
+        raise ConfigError(f"unknown metric '{metric}'; use {', '.join(METRICS)}")
     values: dict[Key, list[float]] = {}
     settings: dict[Key, set[tuple[str, str]]] = {}
     for row in rows:
         key = (row.dataset, row.method, row.ipc, row.arch)
-        value = row.acc if metric == "acc" else row.auc
+        value = getattr(row, metric)
         if value is None:
             continue
         values.setdefault(key, []).append(float(value))
@@ -281,7 +282,8 @@ def _order_methods(methods: set[str]) -> list[str]:
 
 
 def _metric_label(metric: str) -> str:
-    return "accuracy (%)" if metric == "acc" else "AUC"
+    label = "accuracy (%)" if metric.endswith("acc") else "AUC"
+    return f"val {label}" if metric.startswith("val_") else label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,13 +488,15 @@ def cost_table(
         title=f"{arch_name(arch)}: {_metric_label(metric)} against cost (peak memory above the "
         "stage's start: GPU allocated on CUDA, resident set on CPU)",
         row_header="Method",
-        columns=[*COST_COLUMNS[:2], _metric_label(metric), *COST_COLUMNS[2:]],
+        columns=[*COST_COLUMNS[:2], _metric_label(metric), "% of full", *COST_COLUMNS[2:]],
     )
     rank = {m: i for i, m in enumerate(order)}
     for key in sorted(stats, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[2] or 0)):
         dataset, method, ipc, _ = key
         ipc_text = MISSING if ipc is None else str(ipc)
-        cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric)]
+        full = stats.get((dataset, "full", None, key[3]))
+        share = _number(100.0 * stats[key].mean / full.mean, 1) if full and full.mean else MISSING
+        cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric), _text(share)]
         cells += [_text(v) for v in _cost_texts(groups[key], arts)]
         table.rows.append((method_name(method), cells))
     return table
