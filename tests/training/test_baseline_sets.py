@@ -85,3 +85,28 @@ def test_cli_baseline_saves_random_subsets_that_export(workdir, monkeypatch, cap
         with np.load(out) as npz:
             assert npz["train_images"].shape == (3 * ipc, 8, 8, 3)
             assert npz["train_labels"].ravel().tolist() == syn.labels.tolist()
+
+
+def test_baseline_rows_report_val_beside_test_and_leave_it_out_without_one() -> None:
+    from meddistill.data.dataset import MedicalDataset, Split
+    from meddistill.training.config import TrainConfig
+
+    toy = shifted_toy()
+    val = Split(toy.test.images[:12].clone(), toy.test.labels[:12].clone())
+    with_val = MedicalDataset(
+        "toy", {**toy.splits, "val": val}, toy.class_names, toy.normalization, source_id="toy-v"
+    )
+    full = TrainConfig(epochs=1, lr=0.01, batch_size=16, dsa=False)
+    spec = ModelSpec(name="convnet", depth=1, width=4)
+    report = baseline(with_val, base_spec=spec, ipcs=[1], eval_cfg=TINY_EVAL, full=full,
+                      seed=0, full_nets=2, progress=False)  # fmt: skip
+    nets = report["full"]["nets"]
+    assert all(0.0 <= n["val_acc"] <= 1.0 for n in nets)
+    assert report["full"]["val_acc_mean"] == pytest.approx(np.mean([n["val_acc"] for n in nets]))
+    pooled = report["random"]["1"]["archs"]["convnet"]
+    assert {"acc_mean", "val_acc_mean", "val_auc_std"} <= set(pooled)
+    plain = baseline(toy, base_spec=spec, ipcs=[1], eval_cfg=TINY_EVAL, full=full,
+                     seed=0, full_nets=1, progress=False)  # fmt: skip
+    assert "val_acc" not in plain["full"]["nets"][0] and "val_acc_mean" not in plain["full"]
+    # test numbers do not depend on whether val is scored
+    assert plain["full"]["nets"][0]["acc"] == nets[0]["acc"]

@@ -63,9 +63,7 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
 def _baseline_row(kind: str, ipc: int | None, report: dict[str, Any], job: BaselineJob) -> dict:
     if kind == "full":
         stats = report["full"]
-        archs = {
-            job.model.name: {k: stats[k] for k in ("acc_mean", "acc_std", "auc_mean", "auc_std")}
-        }
+        archs = {job.model.name: {k: v for k, v in stats.items() if k.endswith(("_mean", "_std"))}}
         archs[job.model.name]["num_nets"] = len(stats["nets"])
     else:
         archs = report["random"][str(ipc)]["archs"]

@@ -3,6 +3,8 @@ random real subsets of k images per class ("random" in the papers' tables)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,12 @@ from meddistill.data.draws import draw_per_class
 from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec
 from meddistill.training.config import TrainConfig
-from meddistill.training.evaluate import EvalConfig, evaluate_set, mean_std, train_fresh_network
+from meddistill.training.evaluate import (
+    EvalConfig,
+    evaluate_one_network,
+    evaluate_set,
+    mean_std,
+)
 from meddistill.utils import derive_seed, make_generator
 
 
@@ -82,36 +89,29 @@ def _full_report(
     nets = []
     for k in tqdm(range(full_nets), desc="full data", disable=not progress, unit="net"):
         net_seed = derive_seed(seed, "full", k)
-        result = train_fresh_network(
-            base_spec,
-            data,
-            images,
-            labels,
-            full,
-            net_seed=net_seed,
-            device=device,
-            test=data.test,
+        result = evaluate_one_network(
+            base_spec, data, images, labels, full,
+            index=k, net_seed=net_seed, device=device, test=data.test, val=data.val,
             progress=f"full data net {k + 1}/{full_nets}" if progress else False,
-        )
-        nets.append(
-            {
-                "seed": net_seed,
-                "acc": result.test_acc,
-                "auc": result.test_auc,
-                "loss": result.test_loss,
-                "train_loss": result.train_loss,
-            }
-        )
-    acc_mean, acc_std = mean_std([n["acc"] for n in nets])
-    auc_mean, auc_std = mean_std([n["auc"] for n in nets])
-    return {
-        "train": to_dict(full),
-        "nets": nets,
-        "acc_mean": acc_mean,
-        "acc_std": acc_std,
-        "auc_mean": auc_mean,
-        "auc_std": auc_std,
-    }
+        )  # fmt: skip
+        nets.append({"seed": net_seed, **_numbers(dataclasses.asdict(result))})
+    return {"train": to_dict(full), "nets": nets, **_stats(nets)}
+
+
+def _numbers(net: dict[str, Any]) -> dict[str, Any]:
+    """A network's scores as results.json holds them: val_* only where a val split exists."""
+    keys = ("acc", "auc", "loss", "train_loss", "val_acc", "val_auc", "val_loss")
+    return {k: net[k] for k in keys if not (k.startswith("val_") and math.isnan(net[k]))}
+
+
+def _stats(nets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and population std of test accuracy and AUC, and of val's where every net has it."""
+    stats: dict[str, Any] = {}
+    for key in ("acc", "auc", "val_acc", "val_auc"):
+        values = [n.get(key) for n in nets]
+        if values and all(v is not None and not math.isnan(v) for v in values):
+            stats[f"{key}_mean"], stats[f"{key}_std"] = mean_std(values)
+    return stats
 
 
 def _random_report(
@@ -151,17 +151,8 @@ def _random_report(
 
 def _pooled_arch(subsets: list[dict[str, Any]], arch: str) -> dict[str, Any]:
     """Mean and std of one architecture over all networks of all subsets (pooled, not nested)."""
-    accs = [n["acc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
-    aucs = [n["auc"] for s in subsets for n in s["report"]["archs"][arch]["nets"]]
-    acc_mean, acc_std = mean_std(accs)
-    auc_mean, auc_std = mean_std(aucs)
-    return {
-        "acc_mean": acc_mean,
-        "acc_std": acc_std,
-        "auc_mean": auc_mean,
-        "auc_std": auc_std,
-        "num_nets": len(accs),
-    }
+    nets = [n for s in subsets for n in s["report"]["archs"][arch]["nets"]]
+    return {**_stats(nets), "num_nets": len(nets)}
 
 
 def baseline(
