@@ -233,4 +233,10 @@ def test_val_metric_reads_the_val_split_and_cost_table_gives_percent_of_full(
     assert by_method["HoP-TM"][share] == "62.5"  # 50 / 80 by hand
     assert by_method["Full dataset"][share] == "100.0"
     assert make_table(database, cost=True, metric="val_acc").rows[1][1][share].text == "66.7"
+    rows.add("random", 1, [0.30, 0.40])
+    gains = make_table(database, cost=True)
+    over = gains.columns.index("over random")
+    by_method = {name: [c.text for c in cells] for name, cells in gains.rows}
+    assert by_method["HoP-TM"][over] == "+15.00"  # 50 - 35, points, by hand
+    assert by_method["Random"][over] == "-" and by_method["Full dataset"][over] == "-"
     database.close()

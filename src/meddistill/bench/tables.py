@@ -455,6 +455,7 @@ def ipc_vs_table(
 
 # Accuracy against cost ------------------------------------------------------------------------
 
+RELATIVE_COLUMNS = ("% of full", "over random")
 COST_COLUMNS = (
     "Dataset", "IPC", "set wall (s)", "set CPU (s)", "set peak mem (MB)", "buffer wall (s)",
     "eval wall (s/net)",
@@ -488,18 +489,30 @@ def cost_table(
         title=f"{arch_name(arch)}: {_metric_label(metric)} against cost (peak memory above the "
         "stage's start: GPU allocated on CUDA, resident set on CPU)",
         row_header="Method",
-        columns=[*COST_COLUMNS[:2], _metric_label(metric), "% of full", *COST_COLUMNS[2:]],
+        columns=[*COST_COLUMNS[:2], _metric_label(metric), *RELATIVE_COLUMNS, *COST_COLUMNS[2:]],
     )
     rank = {m: i for i, m in enumerate(order)}
     for key in sorted(stats, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[2] or 0)):
         dataset, method, ipc, _ = key
         ipc_text = MISSING if ipc is None else str(ipc)
-        full = stats.get((dataset, "full", None, key[3]))
-        share = _number(100.0 * stats[key].mean / full.mean, 1) if full and full.mean else MISSING
-        cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric), _text(share)]
+        cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric)]
+        cells += [_text(v) for v in _relative_texts(stats, key, metric)]
         cells += [_text(v) for v in _cost_texts(groups[key], arts)]
         table.rows.append((method_name(method), cells))
     return table
+
+
+def _relative_texts(stats: dict[Key, Stat], key: Key, metric: str) -> list[str]:
+    """% of the full-data value, and the gain over the random real subset of the same IPC
+    under the same evaluation (DD-Ranking's view: what the images add over real ones)."""
+    dataset, method, ipc, arch = key
+    full = stats.get((dataset, "full", None, arch))
+    random = stats.get((dataset, "random", ipc, arch)) if ipc is not None else None
+    scale, digits = METRICS[metric]
+    share = _number(100.0 * stats[key].mean / full.mean, 1) if full and full.mean else MISSING
+    if random is None or method == "random":
+        return [share, MISSING]
+    return [share, f"{scale * (stats[key].mean - random.mean):+.{digits}f}"]
 
 
 def _cost_texts(rows: list[ResultRow], arts: dict[str, Artifact]) -> list[str]:
