@@ -58,7 +58,10 @@ def hostile(
     assert exit_code != 0, captured
     if code is not None:
         assert exit_code == code, (exit_code, captured.err)
+    # a run's notes (settings it derived from the data, said before work starts) may precede
+    # the error; the error itself is one line
     lines = [line for line in captured.err.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("note: ")]
     assert len(lines) == 1, captured.err
     assert "Traceback" not in captured.err
     prefix = f"meddistill {argv[0]}: error: "

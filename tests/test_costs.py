@@ -246,10 +246,13 @@ def test_table_cost_sets_accuracy_against_cost(tmp_path: Path, capsys) -> None:
     assert main(["table", "--db", str(path), "--cost"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == (
-        "| Method | Dataset | IPC | accuracy (%) | set wall (s) | set CPU (s) | "
-        "set peak mem (MB) | buffer wall (s) | eval wall (s/net) |"
+        "| Method | Dataset | IPC | accuracy (%) | % of full | over random | set wall (s) | "
+        "set CPU (s) | set peak mem (MB) | buffer wall (s) | eval wall (s/net) |"
     )
-    assert lines[2] == "| Random | toy | 1 | 40.00 ± 0.00 | - | - | - | - | 2.00 |"
-    assert lines[3] == "| HoP-TM | toy | 1 | 65.00 ± 5.00 | 110.0 | 150.0 | 512 | 40.0 | 3.00 |"
+    # no full-data row here: '% of full' is '-'; HoP-TM gains 65 - 40 = 25 points over random
+    assert lines[2] == "| Random | toy | 1 | 40.00 ± 0.00 | - | - | - | - | - | - | 2.00 |"
+    assert lines[3] == (
+        "| HoP-TM | toy | 1 | 65.00 ± 5.00 | - | +25.00 | 110.0 | 150.0 | 512 | 40.0 | 3.00 |"
+    )
     assert main(["table", "--db", str(path), "--cost", "--kind", "cross-arch"]) == 2
     assert "--cost goes with the main table" in capsys.readouterr().err
