@@ -205,7 +205,18 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"meddistill {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _info_parser(sub)
+    for name, (text, _) in JOB_COMMANDS.items():
+        _job_parser(sub, name, text, method)
+    _config_parser(sub, method)
+    _bench_parser(sub)
+    _table_parser(sub)
+    _report_parser(sub)
+    _export_parser(sub)
+    return parser
 
+
+def _info_parser(sub: Any) -> None:
     info = sub.add_parser("info", help="print a dataset's splits, classes and shapes")
     info.add_argument(
         "dataset",
@@ -216,10 +227,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     info.add_argument("--download", action="store_true")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    for name, (text, _) in JOB_COMMANDS.items():
-        _job_parser(sub, name, text, method)
-    _config_parser(sub, method)
 
+def _bench_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="run a grid of datasets x methods x IPCs x seeds")
     bench.add_argument("grid", help="grid YAML file (see configs/bench/)")
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="grid overrides")
@@ -244,6 +253,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
         "--methods", nargs="+", metavar="NAME", help="run only these methods of the grid"
     )
 
+
+def _table_parser(sub: Any) -> None:
     tab = sub.add_parser("table", help="paper-style tables from the results database")
     tab.add_argument("--runs-dir", default="runs")
     tab.add_argument("--db", help="results database (default RUNS/results.sqlite)")
@@ -271,6 +282,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
         "time and peak memory of making the set, its buffer and one evaluation network",
     )
 
+
+def _report_parser(sub: Any) -> None:
     rep = sub.add_parser(
         "report", help="write DIR/report.html: a static page for a run or benchmark"
     )
@@ -284,12 +297,12 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     )
     rep.add_argument("--grid", help="benchmark: only the results of this grid")
 
+
+def _export_parser(sub: Any) -> None:
     exp = sub.add_parser("export", help="write a synthetic set as a MedMNIST-style npz (uint8)")
     exp.add_argument("synthetic", help="synthetic set folder (holds synthetic.safetensors)")
     exp.add_argument("--format", default="npz", choices=["npz"], help="output format")
     exp.add_argument("--out", required=True, help="output file, e.g. distilled.npz")
-
-    return parser
 
 
 def _resolve_job(
