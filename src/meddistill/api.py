@@ -29,7 +29,7 @@ from meddistill.data.registry import dsa_strategy_for
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.experts.config import BufferConfig, expert_train_config
 from meddistill.experts.generate import generate_buffer
-from meddistill.experts.store import TrajectoryStore
+from meddistill.experts.store import TrajectoryStore, train_batch_size
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.registry import get_method
 from meddistill.models.spec import ModelSpec
@@ -103,9 +103,9 @@ def distill(
     config = entry.make_config(options)
     if experts is not None:
         config, _ = fit_window(config, entry.windows_of, experts.epochs, set(options))
-    batch = experts.meta.get("train", {}).get("batch_size") if experts is not None else None
+    batch = train_batch_size(experts.meta) if experts is not None else None
     config, _ = fit_to_data(config, set(options), train_images=len(dataset.train),
-                            expert_batch=batch if isinstance(batch, int) else None)  # fmt: skip
+                            expert_batch=batch)  # fmt: skip
     dev = resolve_device(device)
     run = DistillRun(
         seed=seed, out_dir=Path(out) if out is not None else None,

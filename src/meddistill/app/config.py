@@ -80,6 +80,16 @@ class DatasetConfig:
         )
 
 
+# Dataset options added after run and artifact identities existed: left out of an identity
+# while unset, so every identity made before them holds.
+_LATER_DATASET_OPTIONS = ("val_fraction",)
+
+
+def dataset_section_identity(section: dict[str, Any]) -> dict[str, Any]:
+    """A dataset config section as identities hash it: later options dropped while unset."""
+    return {k: v for k, v in section.items() if not (k in _LATER_DATASET_OPTIONS and v is None)}
+
+
 def check_normalization(
     check: Options, norm: dict[str, list[float]] | None, channels: int | None
 ) -> None:

@@ -4,7 +4,9 @@ A method's published window (MTT's CIFAR defaults: start in [0, 25), 3 epochs lo
 buffer of 50 epochs; on the short buffers a CPU or a small dataset gets, it reaches past the
 last epoch and the run was refused. Here a window the user left at its default is fitted
 into the buffer instead, and the run's log says so; a window the user set is never changed
-(it is still refused when it does not fit, naming the knobs).
+(it is still refused when it does not fit, naming the knobs). Likewise, once the data is loaded
+(fit_to_data), the student steps are capped at the expert's steps in its window and HoP-TM's
+kappa_0 is made scale-free; and a learned step size far from its start is warned about.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
-from meddistill.app.config import CoresetJob, DistillJob, device_of
+from meddistill.app.config import CoresetJob, DistillJob, dataset_section_identity, device_of
 from meddistill.app.defaults import fit_to_data, fit_window, step_size_warning
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
@@ -26,7 +26,7 @@ from meddistill.data.synthetic import META, SyntheticSet
 from meddistill.errors import ConfigError, MeddistillError
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
-from meddistill.experts.store import TrajectoryStore
+from meddistill.experts.store import TrajectoryStore, read_meta, train_batch_size
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import check_schedule
 from meddistill.methods.base import MethodEntry
@@ -76,31 +76,37 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
     return DistillPlan(job, method, config, device_of(job), strategy, experts, notes)
 
 
+def _given_buffer_meta(job: DistillJob) -> dict[str, Any] | None:
+    """buffer.json of the buffer the job names (None without one, or where it cannot be read:
+    the run's own check of the buffer reports that)."""
+    if job.buffer is None:
+        return None
+    try:
+        return read_meta(Path(job.buffer))
+    except (MeddistillError, OSError):
+        return None
+
+
 def buffer_epochs(job: DistillJob, method: MethodEntry) -> int | None:
     """The epochs of the buffer the run will match: the one it makes, or a given one whose
-    buffer.json can be read (None otherwise: the run's own check reports it)."""
+    buffer.json can be read (None otherwise)."""
     if method.experts is None:
         return None
     if job.buffer is None:
         return int(job.experts.epochs)
-    try:
-        return TrajectoryStore(job.buffer).epochs
-    except (MeddistillError, OSError):
-        return None
+    meta = _given_buffer_meta(job)
+    return None if meta is None else int(meta["epochs"])
 
 
 def _expert_batch(plan: DistillPlan) -> int | None:
     """The batch size of the experts the run matches: made here, or read from a given
-    buffer's buffer.json (None where it cannot be read: the rules that need it are skipped)."""
+    buffer's buffer.json (None where it is not known: the rules that need it are skipped)."""
     if plan.experts is not None:
         return int(plan.experts.train.batch_size)
-    if plan.method.experts is None or plan.job.buffer is None:
+    if plan.method.experts is None:
         return None
-    try:
-        batch = TrajectoryStore(plan.job.buffer).meta.get("train", {}).get("batch_size")
-    except (MeddistillError, OSError):
-        return None
-    return int(batch) if isinstance(batch, int) and batch > 0 else None
+    meta = _given_buffer_meta(plan.job)
+    return None if meta is None else train_batch_size(meta)
 
 
 def fit_plan_to_data(plan: DistillPlan, dataset: MedicalDataset) -> DistillPlan:
@@ -232,8 +238,7 @@ def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
     """A hash of what makes the set: the used config (evaluation excepted) and the data."""
     config = used_config(plan)
     made_by = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-    if made_by["dataset"].get("val_fraction") is None:  # the loader's default: as before
-        made_by["dataset"] = {k: v for k, v in made_by["dataset"].items() if k != "val_fraction"}
+    made_by["dataset"] = dataset_section_identity(made_by["dataset"])
     if plan.experts is not None:  # how many processes train them is not what they are
         made_by["experts"] = _one_strategy(plan.experts.identity(), plan.dsa_strategy)
     periodic = getattr(plan.config, "eval", None)
@@ -290,8 +295,7 @@ def run_distill(
     run_id = run_identity(plan, dataset)
     with run_folder(plan, dataset, runs_root, command, run_id) as run:
         for note in plan.notes:
-            run.log(f"note: {note}")
-            tqdm.write(f"note: {note}", file=sys.stderr)
+            _tell(run, f"note: {note}")
         if warning is not None:
             run.log(warning)
         syn = finished_set(run, run_id)
@@ -335,9 +339,14 @@ def _make_set(
     syn.meta["seed"] = job.seed
     warning = step_size_warning(getattr(plan.config, "syn_lr_init", None), syn.syn_lr)
     if warning is not None:
-        run.log(f"warning: {warning}")
-        tqdm.write(f"warning: {warning}", file=sys.stderr)
+        _tell(run, f"warning: {warning}")
     return syn
+
+
+def _tell(run: RunDir, line: str) -> None:
+    """A line the user should see now (stderr, above any progress bar) and find later (log)."""
+    run.log(line)
+    tqdm.write(line, file=sys.stderr)
 
 
 # Before costs.json, run folders kept their stage times in timings.json: {"sessions":

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meddistill.app.config import DatasetConfig
+from meddistill.app.config import DatasetConfig, dataset_section_identity
 from meddistill.config import apply_overrides, from_dict, load_yaml
 from meddistill.errors import ConfigError
 from meddistill.training.evaluate import DEFAULT_LR
@@ -218,10 +218,6 @@ def _dataset_config(section: dict[str, Any]) -> DatasetConfig:
 
 
 def _dataset_identity(section: dict[str, Any]) -> dict[str, Any]:
-    """A dataset section without where-to-find-it keys: what artifact identities hash (an
-    unset val_fraction is left out, so identities made before the option existed hold)."""
-    return {
-        k: v
-        for k, v in section.items()
-        if k not in _DATASET_EXECUTION_KEYS and not (k == "val_fraction" and v is None)
-    }
+    """A dataset section without where-to-find-it keys: what artifact identities hash."""
+    kept = dataset_section_identity(section)
+    return {k: v for k, v in kept.items() if k not in _DATASET_EXECUTION_KEYS}

@@ -97,6 +97,14 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def train_batch_size(meta: dict[str, Any]) -> int | None:
+    """The experts' training batch size from buffer.json (None when it does not say: older
+    buffers, or a value that is not a positive integer)."""
+    train = meta.get("train")
+    batch = train.get("batch_size") if isinstance(train, dict) else None
+    return batch if _is_int(batch) and batch > 0 else None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
