@@ -180,3 +180,22 @@ def test_a_pruned_trial_has_no_val_score_only_its_short_evaluations() -> None:
     records = trial_records(study)
     assert [(r["state"], r["val_acc"]) for r in records] == [("complete", 0.61), ("pruned", None)]
     assert records[1]["intermediate"] == {"50": 0.4}
+
+
+def test_preset_holds_the_winners_window_as_it_ran_clipped_into_the_buffer() -> None:
+    from types import SimpleNamespace
+
+    from meddistill.app.config import DistillJob, resolve
+    from meddistill.app.distill import resolve_distill
+    from meddistill.app.tune import _winner_values
+
+    job = resolve(DistillJob, {"method": "hoptm", "experts": {"epochs": 4},
+                               "match": {"expert_epochs": 1, "max_start": 4}})  # fmt: skip
+    search = SimpleNamespace(plan=resolve_distill(job), buffer_epochs=4, report_every=1)
+    # a 3-epoch window in a 4-epoch buffer starts before 4 - 3 + 1 = 2 (exclusive bound):
+    # the trial ran with max_start 2, and the preset must say so, though it was not searched
+    ran = _winner_values(search, SimpleNamespace(params={"expert_epochs": 3}))
+    assert ran == {"expert_epochs": 3, "max_start": 2}
+    assert _winner_values(search, SimpleNamespace(params={"expert_epochs": 1})) == {
+        "expert_epochs": 1
+    }

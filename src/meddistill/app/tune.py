@@ -203,14 +203,26 @@ def _importance(study: Any, optuna: Any) -> dict[str, float]:
         return {}
 
 
-def preset_text(job: TuneJob, best: Any, dataset: MedicalDataset, budget: str) -> str:
-    """preset.yaml: the base distill config with the winning values, headed by how it was
+def _winner_values(search: _Search, best: Any) -> dict[str, Any]:
+    """The winning trial's searched values as it ran them: its max_start clipped into the
+    buffer (tuning.space.apply) where its window reached past it."""
+    ran = _trial_plan(search, best.params).config
+    values = {name: getattr(ran, name) for name in best.params}
+    if hasattr(ran, "max_start") and ran.max_start != search.plan.config.max_start:
+        values["max_start"] = ran.max_start
+    return values
+
+
+def preset_text(
+    job: TuneJob, best: Any, values: dict[str, Any], dataset: MedicalDataset, budget: str
+) -> str:
+    """preset.yaml: the base distill config with the winning `values`, headed by how it was
     chosen (val score, trial, budget); usable as `meddistill distill --config preset.yaml`."""
     config = to_dict(job)
     config.pop("tune")
     for key in ("out", "buffer"):
         config.pop(key, None)
-    config["match"] = {**config.get("match", {}), **best.params}
+    config["match"] = {**config.get("match", {}), **values}
     config["experts"]["model"] = config["model"]  # the network the experts are (resolve_distill)
     config["tuned_for"] = dataset.name
     header = [
@@ -237,7 +249,7 @@ def _record(search: _Search, study: Any, optuna: Any, budget: str) -> None:
     if complete:
         best = max(complete, key=lambda t: t.value)
         record["best"] = {"number": best.number, "val_acc": best.value, "params": best.params}
-        text = preset_text(search.job, best, search.dataset, budget)
+        text = preset_text(search.job, best, _winner_values(search, best), search.dataset, budget)
         with atomic_path(search.run.path / PRESET_FILE) as tmp:
             tmp.write_text(text)
     write_json_atomic(search.run.path / TRIALS_FILE, record)
