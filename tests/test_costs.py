@@ -247,12 +247,42 @@ def test_table_cost_sets_accuracy_against_cost(tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == (
         "| Method | Dataset | IPC | accuracy (%) | % of full | over random | set wall (s) | "
-        "set CPU (s) | set peak mem (MB) | buffer wall (s) | eval wall (s/net) |"
+        "set CPU (s) | set peak mem (MB) | buffer wall (s) | eval wall (s/net) | set bytes |"
     )
     # no full-data row here: '% of full' is '-'; HoP-TM gains 65 - 40 = 25 points over random
-    assert lines[2] == "| Random | toy | 1 | 40.00 ± 0.00 | - | - | - | - | - | - | 2.00 |"
+    assert lines[2] == "| Random | toy | 1 | 40.00 ± 0.00 | - | - | - | - | - | - | 2.00 | - |"
     assert lines[3] == (
-        "| HoP-TM | toy | 1 | 65.00 ± 5.00 | - | +25.00 | 110.0 | 150.0 | 512 | 40.0 | 3.00 |"
+        "| HoP-TM | toy | 1 | 65.00 ± 5.00 | - | +25.00 | 110.0 | 150.0 | 512 | 40.0 | 3.00 | - |"
     )
     assert main(["table", "--db", str(path), "--cost", "--kind", "cross-arch"]) == 2
     assert "--cost goes with the main table" in capsys.readouterr().err
+
+
+def test_table_cost_compares_soft_labels_with_real_images_under_the_same_labels(
+    tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "synthetic.safetensors").write_bytes(b"x" * 1234)
+    path = tmp_path / "results.sqlite"
+    soft = {"match": {"soft_labels": True}}
+    cells = [
+        ("rand", "baseline", "random", 0.40, {}, None),
+        ("rsoft", "synthetic", "random+soft", 0.55, soft, None),
+        ("mtt", "synthetic", "mtt", 0.50, {}, None),
+        ("hop", "synthetic", "hoptm+soft", 0.60, soft, str(folder)),
+    ]
+    with ResultsDB(path) as db:
+        db.add_eval("ev", {})
+        for art, kind, method, acc, config, where in cells:
+            db.add_artifact(
+                Artifact(art, kind, "toy", method, 1, 0, art, config=config, path=where)
+            )
+            db.add_result(Result(art, "convnet", "ev", 0, 0, acc, 0.5, 1.0, 2, 0.01))
+    assert main(["table", "--db", str(path), "--cost"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[2:]
+    over = {line.split(" | ")[0][2:]: line.split(" | ")[5] for line in lines}
+    # hard labels against the random subset (50 - 40); soft against real images under the
+    # same soft labels (60 - 55), not against the hard-label random row (which would be +20)
+    assert over == {"Random": "-", "Random +soft": "-", "MTT": "+10.00", "HoP-TM +soft": "+5.00"}
+    assert lines[-1].startswith("| HoP-TM +soft") and lines[-1].endswith("| 1234 |")

@@ -176,6 +176,41 @@ def test_plan_refuses_bad_grids(root: Path) -> None:
         make(overrides=["match.no_such_knob=1"])
     with pytest.raises(ConfigError, match="method_overrides names ptm, not in grid.methods"):
         make(method_overrides={"ptm": ["match.iterations=1"]})
+    soft = {"method": "mtt", "overrides": ["match.soft_labels=true"]}
+    with pytest.raises(ConfigError, match=r"unknown method 'mtt\+soft'"):
+        make(methods=["mtt+soft"])  # a variant must be defined
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'"):
+        make(methods=["x"], variants={"x": {"method": "nope"}})
+    with pytest.raises(ConfigError, match=r"grid.variants.x must be \{method"):
+        make(methods=["x"], variants={"x": {**soft, "iterations": 0}})
+    with pytest.raises(ConfigError, match="grid.variants.x.overrides must be a list"):
+        make(methods=["x"], variants={"x": {"method": "mtt", "overrides": "a=1"}})
+    with pytest.raises(ConfigError, match="a label other than 'random'"):
+        make(methods=["mtt"], variants={"random": soft})
+    with pytest.raises(ConfigError, match="unknown option.*no_such"):
+        make(methods=["x"], variants={"x": {"method": "mtt", "overrides": ["match.no_such=1"]}})
+
+
+def test_a_variant_plans_its_method_with_its_overrides(root: Path) -> None:
+    soft = {"method": "hoptm", "overrides": ["match.soft_labels=true", "match.syn_steps=3"]}
+    grid = grid_from_dict(
+        grid_dict(
+            methods=["hoptm", "hoptm+soft"],
+            variants={"HoPTM+Soft": soft},
+            baselines=[],
+            ipcs=[1],
+            seeds=[0],
+        ),
+        root=root,
+    )
+    base, variant = plan(grid)
+    assert (base.method, base.runner, variant.method, variant.runner) == (
+        "hoptm", "hoptm", "hoptm+soft", "hoptm"
+    )  # fmt: skip
+    assert variant.config["method"] == "hoptm" and variant.config["match"]["soft_labels"]
+    assert variant.config["match"]["syn_steps"] == 3 and not base.config["match"]["soft_labels"]
+    assert variant.artifact_id != base.artifact_id and variant.eval_id == base.eval_id
+    assert [c.method for c in plan(grid.subset(methods=["hoptm+soft"]))] == ["hoptm+soft"]
 
 
 def test_method_presets_are_merged(root: Path) -> None:
@@ -385,3 +420,20 @@ def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
         register_runner("random", lambda cell, ctx: Produced(path=""))
     register_runner("DC", lambda cell, ctx: Produced(path=""))
     assert "dc" in runnersmod.known_methods() and "hoptm" in runnersmod.known_methods()
+
+
+def test_identities_leave_out_label_knobs_at_their_hard_label_defaults() -> None:
+    from meddistill.bench.plan import _identity
+
+    hard = {"soft_labels": False, "learn_labels": True, "lr_y": 2.0, "momentum_y": 0.9}
+    config = {
+        "match": {"ipc": 1, **hard, "label_expert_epoch": -1, "eval": {"hard_labels": False}},
+        "eval": {"epochs": 3, "hard_labels": False},
+    }
+    # as recorded before every trajectory method had these knobs: ids unchanged
+    assert _identity(config) == {"match": {"ipc": 1, "eval": {}}, "eval": {"epochs": 3}}
+    soft = {**config, "match": {**config["match"], "soft_labels": True}}
+    assert _identity(soft)["match"]["soft_labels"] is True and "lr_y" in _identity(soft)["match"]
+    epoch = {**config, "match": {**config["match"], "label_expert_epoch": 3}}
+    assert _identity(epoch)["match"]["label_expert_epoch"] == 3  # real_correct init reads it
+    assert _identity({"eval": {"hard_labels": True}}) == {"eval": {"hard_labels": True}}

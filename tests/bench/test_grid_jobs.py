@@ -16,6 +16,7 @@ from meddistill.bench.db import ResultsDB
 from meddistill.bench.plan import plan
 from meddistill.bench.run import run_grid
 from meddistill.bench.spec import grid_from_dict
+from meddistill.bench.tables import main_table
 from meddistill.data.synthetic import SyntheticSet
 
 
@@ -88,7 +89,10 @@ def test_grid_runs_jobs_shares_the_buffer_and_reuses_everything(
     distilled = sorted((runs / "distill").iterdir())
     assert len(distilled) == 3
     for folder in distilled:
-        assert "was made by this configuration; evaluating it again" in (folder / "log.txt").read_text()
+        assert (
+            "was made by this configuration; evaluating it again"
+            in (folder / "log.txt").read_text()
+        )
 
     # Run again with another evaluation architecture: no expert, no distillation is redone.
     def refuse(*args: object, **kwargs: object) -> None:
@@ -144,3 +148,49 @@ def test_coreset_cells_need_no_method_preset_and_train_at_the_random_lr(
             syn = SyntheticSet.load(art.path)
             assert syn.images.shape[0] == 4 and syn.meta["method"] == f"coreset-{art.method}"
             assert art.wall_s is not None and art.wall_s >= 0
+
+
+def test_a_variant_is_its_method_under_other_settings_in_a_row_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDDISTILL_CACHE", str(tmp_path / "cache"))
+    ds = image_folder(tmp_path / "ds", {"a": 6, "b": 6})
+    tiny = {
+        "dataset": {"name": f"folder:{ds}"},
+        "model": {"name": "convnet", "depth": 1, "width": 4},
+        "experts": {"num_experts": 1, "epochs": 1, "train": {"epochs": 1, "batch_size": 16}},
+        "expert_optimizer": "sgd",
+        "match": {
+            "iterations": 1,
+            "syn_steps": 2,
+            "expert_epochs": 1,
+            "max_start": 1,
+            "step_size_param": "log",
+            "lr_lr": 1e-3,
+            "lr_img": 10,
+        },
+        "eval": {"num_nets": 1, "epochs": 1, "batch_size": 16},
+    }
+    unmatched = ["match.iterations=0", "match.soft_labels=true", "match.learn_labels=false"]
+    grid = {
+        "name": "labels",
+        "datasets": [{"name": "toy", "config": tiny}],
+        "methods": ["mtt", "mtt+unmatched"],
+        "variants": {"mtt+unmatched": {"method": "mtt", "overrides": unmatched}},
+        "baselines": [],
+        "ipcs": [1],
+        "device": "cpu",
+    }
+    run_grid(grid_from_dict(grid), tmp_path / "runs", progress=False, log=None)
+    with ResultsDB(tmp_path / "runs" / "results.sqlite") as db:
+        made = {a.method: a for a in db.artifacts(kind="synthetic")}
+        assert sorted(made) == ["mtt", "mtt+unmatched"]
+        assert made["mtt"].parent == made["mtt+unmatched"].parent  # one buffer
+        match = made["mtt+unmatched"].config["match"]
+        assert match["iterations"] == 0 and match["soft_labels"] and not match["learn_labels"]
+        assert made["mtt+unmatched"].config["method"] == "mtt"
+        soft = SyntheticSet.load(Path(made["mtt+unmatched"].path) / "synthetic.safetensors")
+        hard = SyntheticSet.load(Path(made["mtt"].path) / "synthetic.safetensors")
+        assert soft.labels.shape == (2, 2) and hard.labels.tolist() == [0, 1]
+        rows = main_table(db, grid="labels").rows
+    assert [name for name, _ in rows] == ["MTT", "MTT +unmatched"]

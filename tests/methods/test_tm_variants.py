@@ -226,19 +226,7 @@ def test_haba_from_real_uses_real_images_of_each_class():
 
 # Through the engine ------------------------------------------------------------------------
 def _toy() -> MedicalDataset:
-    return shifted_toy(n_train=30, n_test=12)
-
-
-@pytest.fixture(scope="module")
-def toy_store(tmp_path_factory):
-    from meddistill.experts.config import BufferConfig, expert_train_config
-    from meddistill.experts.generate import generate_buffer
-
-    train = expert_train_config(4)
-    train.batch_size = 16
-    cfg = BufferConfig(num_experts=1, epochs=4, model=TINY_SPEC, train=train, seed=0)
-    out = tmp_path_factory.mktemp("tmbuffer") / "toy"
-    return generate_buffer(_toy(), cfg, out, device=CPU, progress=False)
+    return shifted_toy(n_train=30, n_test=12)  # the data of conftest's toy_store
 
 
 # HaBa's engine runs use the shared optimiser defaults (momentum 0.5, alpha 0.01), as these

@@ -193,3 +193,14 @@ def test_every_network_is_scored_on_val_to_choose_and_on_test_to_report() -> Non
     assert [n.acc for n in no_val.archs["convnet"].nets] == [n.acc for n in arch.nets]
     with pytest.raises(ConfigError, match="val and/or test"):
         evaluate_set(images, labels, ds, cfg, base_spec=SPEC, seed=1, splits=("train",))
+
+
+def test_hard_label_evaluation_trains_on_the_argmax_and_is_recorded_only_when_set():
+    soft = torch.tensor([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    hard = EvalConfig(hard_labels=True)
+    assert hard.training_labels(soft).tolist() == [1, 0]
+    assert torch.equal(EvalConfig().training_labels(soft), soft)
+    assert hard.training_labels(torch.tensor([2, 0])).tolist() == [2, 0]  # indices unchanged
+    # results recorded before the option existed keep their evaluation identity
+    assert "hard_labels" not in EvalConfig().protocol()
+    assert hard.protocol()["hard_labels"] is True

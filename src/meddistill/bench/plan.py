@@ -48,6 +48,12 @@ class Cell:
     eval_id: str
     archs: list[str]
     num_nets: int
+    base: str | None = None  # the method a variant row runs (None: `method` itself)
+
+    @property
+    def runner(self) -> str:
+        """The registered method that makes this cell's artifact."""
+        return self.base or self.method
 
     def label(self) -> str:
         ipc = "" if self.ipc is None else f" ipc{self.ipc}"
@@ -67,10 +73,38 @@ class Cell:
         return derive_seed(self.seed, "final-eval")
 
 
+# The label knobs every trajectory method gained after results were recorded (before, only
+# DATM and TESLA had them), at their TrajectoryConfig defaults: hard labels.
+_LATER_LABEL_OPTIONS = {
+    "soft_labels": False, "learn_labels": True, "lr_y": 2.0, "momentum_y": 0.9,
+    "label_expert_epoch": -1,
+}  # fmt: skip
+
+
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a cell's artifact id hashes: the config without where it runs; hard-label knobs
+    left at their defaults are left out (and every unset eval.hard_labels), so cells recorded
+    before every trajectory method had them keep their ids."""
     out = {k: v for k, v in config.items() if k not in _EXECUTION_KEYS}
     if isinstance(out.get("dataset"), dict):
         out["dataset"] = _dataset_identity(out["dataset"])
+    match = out.get("match")
+    if isinstance(match, dict) and all(
+        match.get(k, v) == v for k, v in _LATER_LABEL_OPTIONS.items()
+    ):
+        out["match"] = {k: v for k, v in match.items() if k not in _LATER_LABEL_OPTIONS}
+    return _without_unset_hard_labels(out)
+
+
+def _without_unset_hard_labels(section: dict[str, Any]) -> dict[str, Any]:
+    """The section with `eval: {hard_labels: false}` left out wherever an eval section is."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            value = _without_unset_hard_labels(value)
+            if key == "eval" and value.get("hard_labels") is False:
+                value = {k: v for k, v in value.items() if k != "hard_labels"}
+        out[key] = value
     return out
 
 
@@ -120,7 +154,9 @@ def _eval_setting(
             full.dsa_strategy = dataset.strategy()
         setting["full_train"] = to_dict(full)
     else:
-        setting["eval"] = {k: v for k, v in cfg.protocol().items() if k not in ("models", "num_nets")}
+        setting["eval"] = {
+            k: v for k, v in cfg.protocol().items() if k not in ("models", "num_nets")
+        }
         if cfg.lr is None:
             real = method == "random" or method in CORESET_METHODS  # real images: no learned lr
             setting["lr"] = grid.random_lr if real else "learned"
@@ -182,15 +218,16 @@ def _baseline_cell(
 def _method_cell(
     grid: GridSpec, entry: DatasetEntry, method: str, ipc: int, seed: int, index: int
 ) -> Cell:
-    registered = _registered(method)
+    base = grid.base_method(method)
+    registered = _registered(base)
     where = f"({entry.name}, {method}, ipc {ipc})"
     data = _dataset_base(grid, entry) if entry.preset else {}
     if grid.method_preset and registered.uses_method_preset:
-        rel = grid.method_preset.format(dataset=entry.name, method=method, ipc=ipc)
+        rel = grid.method_preset.format(dataset=entry.name, method=base, ipc=ipc)
         preset = _read_preset(grid, rel, where)
-        if preset.get("method", method) != method:
+        if preset.get("method", base) != base:
             raise ConfigError(
-                f"preset {rel} is for method '{preset['method']}', not '{method}' {where}; "
+                f"preset {rel} is for method '{preset['method']}', not '{base}' {where}; "
                 "fix grid.method_preset"
             )
         preset_ipc = preset.get("match", {}).get("ipc", ipc)
@@ -202,21 +239,22 @@ def _method_cell(
         data = merge(data, preset)
     data = merge(data, entry.config)
     data = apply_overrides(data, grid.overrides)
+    data = apply_overrides(data, grid.variant_overrides(method))
     data = apply_overrides(data, grid.method_overrides.get(method, []))
     data = apply_overrides(data, entry.method_overrides.get(method, []))
     data.setdefault("dataset", {})
     data["dataset"].setdefault("name", entry.name)
     data.setdefault("match", {})
-    data["method"] = method
+    data["method"] = base
     data["match"]["ipc"] = ipc
     data["device"] = grid.device
     data["final_eval"] = False
     data["out"] = None
-    setting, cfg, _ = _eval_setting(grid, data, method)
+    setting, cfg, _ = _eval_setting(grid, data, base)
     data.pop("eval", None)  # evaluated by the grid: the job's own eval must not change its hash
-    config = registered.resolve(method, data) if registered.resolve else data
+    config = registered.resolve(base, data) if registered.resolve else data
     identity = {"kind": "synthetic", "method": method, "ipc": ipc, "config": _identity(config)}
-    return _cell(
+    cell = _cell(
         index,
         entry.name,
         method,
@@ -229,6 +267,8 @@ def _method_cell(
         grid,
         cfg.num_nets,
     )
+    cell.base = base if base != method else None
+    return cell
 
 
 def plan(grid: GridSpec) -> list[Cell]:
@@ -238,7 +278,7 @@ def plan(grid: GridSpec) -> list[Cell]:
     (in grid order), each over the seeds. Excluded cells are left out.
     """
     for method in grid.methods:
-        _registered(method)
+        _registered(grid.base_method(method))
     specs: list[tuple[str, DatasetEntry, str, int | None, int]] = []
     for entry in grid.datasets:
         if "full" in grid.baselines:

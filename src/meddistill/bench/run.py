@@ -70,7 +70,7 @@ def _eval_set(cell: Cell, ctx: RunContext, dataset: MedicalDataset, path: str | 
     else:
         syn = SyntheticSet.load(path)  # type: ignore[arg-type]
         syn.check_compatible(dataset, where=str(path))
-        images, labels = syn.images.to(ctx.device), syn.labels.to(ctx.device)
+        images, labels = syn.images.to(ctx.device), cfg.training_labels(syn.labels).to(ctx.device)
         fixed = cell.eval.get("lr", "learned")
         lr, _ = resolve_lr(cfg.lr, syn.syn_lr if fixed == "learned" else float(fixed))
     return EvalSet(images, labels, cfg.train_config(lr), spec)
@@ -95,7 +95,7 @@ def _produce(cell: Cell, ctx: RunContext) -> Artifact:
         device=str(ctx.device),
     )
     if cell.kind == "synthetic":
-        produced = _registered(cell.method).run(cell, ctx)
+        produced = _registered(cell.runner).run(cell, ctx)
         art.path, art.parent = produced.path, produced.parent
         art.config = {**art.config, "produced": produced.meta}
         if produced.stage is not None:

@@ -15,6 +15,8 @@ the grid file's folder):
     method_preset: configs/{dataset}/{method}/ipc{ipc}.yaml
     overrides: [match.iterations=50]   # key=value on every method job
     method_overrides: {mtt: [match.syn_steps=10]}   # and on one method's jobs
+    variants:                          # a method under other settings, as a row of its own
+      hoptm+soft: {method: hoptm, overrides: [match.soft_labels=true]}
     full_train: {epochs: 30}           # training of the full-data networks
     full_nets: 1
     exclude: [{method: datm, ipc: 2}]  # cells to leave out
@@ -70,6 +72,7 @@ class GridSpec:
     method_preset: str | None = None
     overrides: list[str] = field(default_factory=list)
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     full_train: dict[str, Any] = field(default_factory=dict)
     full_nets: int = 1
     random_lr: float = DEFAULT_LR
@@ -115,6 +118,7 @@ class GridSpec:
             raise ConfigError("grid.eval_archs is empty; name at least one, e.g. [convnet]")
         self.eval_archs = [a.lower() for a in self.eval_archs]
         _no_duplicates("grid.eval_archs", self.eval_archs)
+        self.variants = _checked_variants(self.variants)
         self.method_overrides = self._checked_overrides("grid", self.method_overrides)
         for entry in self.datasets:
             where = f"grid.datasets[{entry.name}]"
@@ -147,6 +151,14 @@ class GridSpec:
                 )
         return table
 
+    def base_method(self, name: str) -> str:
+        """The registered method a grid row runs (a variant's `method`, else the name)."""
+        return self.variants[name]["method"] if name in self.variants else name
+
+    def variant_overrides(self, name: str) -> list[str]:
+        """A variant's key=value settings (applied after grid.overrides); [] for a method."""
+        return list(self.variants.get(name, {}).get("overrides", []))
+
     def subset(
         self, datasets: Sequence[str] | None = None, methods: Sequence[str] | None = None
     ) -> GridSpec:
@@ -174,6 +186,25 @@ class GridSpec:
                 method_overrides=kept(out.method_overrides),
             )
         return out
+
+
+def _checked_variants(variants: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """grid.variants: {label: {method: NAME, overrides: [key=value, ...]}}; a label is a row
+    name of its own (not a baseline), its method a plain method name (not another variant)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, body in variants.items():
+        where = f"grid.variants.{label}"
+        if not isinstance(body, dict) or set(body) - {"method", "overrides"}:
+            raise ConfigError(f"{where} must be {{method: NAME, overrides: [key=value, ...]}}")
+        method, items = body.get("method"), body.get("overrides", [])
+        if not isinstance(method, str) or method.lower() in variants:
+            raise ConfigError(f"{where}.method must name a method of meddistill, got {method!r}")
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}.overrides must be a list of key=value texts")
+        if label.lower() in BASELINES or label.lower() == method.lower():
+            raise ConfigError(f"{where}: choose a label other than {label!r} (a row of its own)")
+        out[label.lower()] = {"method": method.lower(), "overrides": items}
+    return out
 
 
 def _check_known(what: str, names: Sequence[str], known: Sequence[str], grid: str) -> None:

@@ -13,6 +13,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from meddistill.bench.db import Artifact, ResultRow, ResultsDB
@@ -78,7 +79,9 @@ MISSING = "-"
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    """The papers' name of a method; a grid variant 'base+what' reads 'Base +what'."""
+    base, plus, what = method.partition("+")
+    return METHOD_NAMES.get(base, base) + (f" +{what}" if plus else "")
 
 
 def arch_name(arch: str) -> str:
@@ -277,8 +280,14 @@ def _bold_best(rows: list[tuple[str, list[TableCell]]], candidates: list[int], m
 
 
 def _order_methods(methods: set[str]) -> list[str]:
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(methods - set(METHOD_ORDER))
+    """The papers' order; a variant 'base+what' right after its base method."""
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+
+    def key(method: str) -> tuple[int, str, str]:
+        base, _, what = method.partition("+")
+        return rank.get(base, len(rank)), base, what
+
+    return sorted(methods, key=key)
 
 
 def _metric_label(metric: str) -> str:
@@ -458,8 +467,13 @@ def ipc_vs_table(
 RELATIVE_COLUMNS = ("% of full", "over random")
 COST_COLUMNS = (
     "Dataset", "IPC", "set wall (s)", "set CPU (s)", "set peak mem (MB)", "buffer wall (s)",
-    "eval wall (s/net)",
+    "eval wall (s/net)", "set bytes",
 )  # fmt: skip
+# The row a soft-label set is compared with (DD-Ranking): real images under the same labels,
+# e.g. a grid variant {method: mtt, overrides: [match.iterations=0, match.soft_labels=true,
+# match.learn_labels=false]}: a random real subset labelled by the expert, unmatched.
+RANDOM_SOFT = "random+soft"
+SYNTHETIC_FILE = "synthetic.safetensors"
 
 
 def cost_table(
@@ -496,36 +510,51 @@ def cost_table(
         dataset, method, ipc, _ = key
         ipc_text = MISSING if ipc is None else str(ipc)
         cells = [_text(dataset), _text(ipc_text), _cell(stats[key], metric)]
-        cells += [_text(v) for v in _relative_texts(stats, key, metric)]
+        soft = _soft_labelled(groups[key], arts)
+        cells += [_text(v) for v in _relative_texts(stats, key, metric, soft)]
         cells += [_text(v) for v in _cost_texts(groups[key], arts)]
         table.rows.append((method_name(method), cells))
     return table
 
 
-def _relative_texts(stats: dict[Key, Stat], key: Key, metric: str) -> list[str]:
+def _soft_labelled(rows: list[ResultRow], arts: dict[str, Artifact]) -> bool:
+    """Whether the cell's sets carry soft labels (their config's match.soft_labels)."""
+    made = [arts[r.artifact_id] for r in rows if r.artifact_id in arts]
+    return any(bool(a.config.get("match", {}).get("soft_labels")) for a in made)
+
+
+def _relative_texts(stats: dict[Key, Stat], key: Key, metric: str, soft: bool) -> list[str]:
     """% of the full-data value, and the gain over the random real subset of the same IPC
-    under the same evaluation (DD-Ranking's view: what the images add over real ones)."""
+    under the same evaluation (DD-Ranking's view: what the images add over real ones); for a
+    soft-label set, over the grid's RANDOM_SOFT row (real images, the same soft labels) when
+    the grid has one, so a gain from labels is not read as a gain from images."""
     dataset, method, ipc, arch = key
     full = stats.get((dataset, "full", None, arch))
     random = stats.get((dataset, "random", ipc, arch)) if ipc is not None else None
+    if soft and (dataset, RANDOM_SOFT, ipc, arch) in stats:
+        random = stats[(dataset, RANDOM_SOFT, ipc, arch)]
     scale, digits = METRICS[metric]
     share = _number(100.0 * stats[key].mean / full.mean, 1) if full and full.mean else MISSING
-    if random is None or method == "random":
+    if random is None or method in ("random", RANDOM_SOFT):
         return [share, MISSING]
     return [share, f"{scale * (stats[key].mean - random.mean):+.{digits}f}"]
 
 
 def _cost_texts(rows: list[ResultRow], arts: dict[str, Artifact]) -> list[str]:
-    """Set wall, set CPU, set peak memory, buffer wall, eval wall per network, as printed."""
+    """Set wall, set CPU, set peak memory, buffer wall, eval wall per network and the bytes
+    of the shared file (images and labels), as printed."""
     made = [arts[i] for i in sorted({r.artifact_id for r in rows}) if i in arts]
     parents = [arts[p] for p in sorted({a.parent for a in made if a.parent}) if p in arts]
     peaks = [a.peak_mem_mb for a in made if a.peak_mem_mb is not None]
+    files = [Path(a.path) / SYNTHETIC_FILE for a in made if a.kind == "synthetic" and a.path]
+    sizes = [float(f.stat().st_size) for f in files if f.is_file()]
     return [
         _number(_mean([a.wall_s for a in made]), 1),
         _number(_mean([a.cpu_s for a in made]), 1),
         _number(max(peaks) if peaks else None, 0),
         _number(_mean([a.wall_s for a in parents]), 1),
         _number(_mean([r.wall_s for r in rows]), 2),
+        _number(_mean(sizes), 0),
     ]
 
 

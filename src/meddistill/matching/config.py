@@ -16,6 +16,8 @@ from meddistill.training.evaluate import EvalConfig
 from meddistill.utils import Options, is_integer
 
 SECTION = "match"  # where a job holds the method's options
+# What 0 iterations give: DD-Ranking's random baseline under the method's own evaluation
+UNMATCHED = "0: the initial set, unmatched (real images labelled as the method labels them)"
 
 
 @dataclass
@@ -37,6 +39,13 @@ class TrajectoryConfig:
     dsa_strategy: str | None = None  # None: the dataset's default strategy
     # Initialisation
     init: Literal["real", "real_correct", "noise"] = "real"
+    # Labels (DATM's learned soft labels, TESLA's fixed ones, or class indices): an option of
+    # every trajectory method, so a gain from labels can be told from a gain from images
+    soft_labels: bool = False
+    learn_labels: bool = True
+    lr_y: float = 2.0
+    momentum_y: float = 0.9
+    label_expert_epoch: int = -1  # expert epoch whose logits give the labels (-1: last)
     # Optimisers (SGD with momentum, as the references)
     lr_img: float = 1000.0
     momentum_img: float = 0.5
@@ -54,7 +63,8 @@ class TrajectoryConfig:
 
     def __post_init__(self) -> None:
         check = Options(SECTION, self)
-        check.counts("ipc", "iterations", "syn_steps", "expert_epochs", "max_start")
+        check.counts("ipc", "syn_steps", "expert_epochs", "max_start")
+        check.counts("iterations", minimum=0, zero=UNMATCHED)
         check.counts("checkpoint_every", "log_every")
         check.counts("min_start", minimum=0)
         check.counts("batch_syn", minimum=0, zero="0: all images in every step")
@@ -64,6 +74,9 @@ class TrajectoryConfig:
         check.at_least("lr_lr", zero="0: the step size is not learned")
         check.fraction("momentum_img", "momentum_lr")
         check.strategy("dsa_strategy")
+        check.positive("lr_y")
+        check.fraction("momentum_y")
+        check.counts("label_expert_epoch", minimum=-1, zero="-1: the last epoch")
 
     def check_start_range(self) -> None:
         """A random window needs a non-empty start range [min_start, max_start)."""

@@ -1,7 +1,7 @@
 """Label modes of a trajectory distillation: what the synthetic images are labelled with.
 
-- HardLabels (MTT, HoP-TM, PTM, ...): class indices, never learned.
-- ExpertSoftLabels (DATM, TESLA): logits of an expert network at epoch `expert_epoch` (-1:
+- HardLabels (the default of MTT, HoP-TM, PTM, ...): class indices, never learned.
+- ExpertSoftLabels (the default of DATM and TESLA; `soft_labels: true` on any trajectory method): logits of an expert network at epoch `expert_epoch` (-1:
   the last) on the initial images; learned with SGD + momentum when `learn` (DATM), fixed
   otherwise (TESLA). The shared set holds their softmax.
 """
@@ -54,3 +54,12 @@ class ExpertSoftLabels:
 
 
 LabelMode = HardLabels | ExpertSoftLabels
+
+
+def label_mode(cfg: object) -> LabelMode:
+    """The label mode a trajectory config names (its soft_labels, learn_labels, lr_y,
+    momentum_y and label_expert_epoch knobs)."""
+    epoch = cfg.label_expert_epoch  # type: ignore[attr-defined]
+    if cfg.soft_labels:  # type: ignore[attr-defined]
+        return ExpertSoftLabels(cfg.learn_labels, cfg.lr_y, cfg.momentum_y, epoch)  # type: ignore[attr-defined]
+    return HardLabels(expert_epoch=epoch)

@@ -12,7 +12,6 @@ from typing import Literal
 from meddistill.data.dataset import MedicalDataset
 from meddistill.matching.config import SECTION, TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
-from meddistill.matching.labels import ExpertSoftLabels, HardLabels
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import GrowingWindows
 from meddistill.methods.trajectory import trajectory_method
@@ -28,11 +27,7 @@ class DATMConfig(TrajectoryConfig):
     growing_end: int = 200  # the iteration by which it reaches max_start (0: at once)
     lr_img: float = 100.0
     init: Literal["real", "real_correct", "noise"] = "real_correct"
-    soft_labels: bool = True
-    learn_labels: bool = True
-    lr_y: float = 2.0
-    momentum_y: float = 0.9
-    label_expert_epoch: int = -1  # expert epoch whose logits initialise labels (-1: last)
+    soft_labels: bool = True  # learned (learn_labels), from the last expert epoch's logits
     loss_skip_threshold: float = 1.0  # 0: never skip
 
     def __post_init__(self) -> None:
@@ -40,16 +35,7 @@ class DATMConfig(TrajectoryConfig):
         check = Options(SECTION, self)
         check.counts("growing_start")
         check.counts("growing_end", minimum=0, zero="0: max_start at once")
-        check_label_options(self)
         check.at_least("loss_skip_threshold", zero="0: never skip")
-
-
-def check_label_options(cfg: TrajectoryConfig) -> None:
-    """The soft-label knobs DATM and TESLA share."""
-    check = Options(SECTION, cfg)
-    check.positive("lr_y")
-    check.fraction("momentum_y")
-    check.counts("label_expert_epoch", minimum=-1, zero="-1: the last epoch")
 
 
 def windows(cfg: DATMConfig) -> GrowingWindows:
@@ -61,13 +47,8 @@ def windows(cfg: DATMConfig) -> GrowingWindows:
 
 
 def parts(cfg: DATMConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
-    """Growing windows, expert soft labels, the loss-skip gate."""
-    labels = (
-        ExpertSoftLabels(cfg.learn_labels, cfg.lr_y, cfg.momentum_y, cfg.label_expert_epoch)
-        if cfg.soft_labels
-        else HardLabels(expert_epoch=cfg.label_expert_epoch)
-    )
-    return TrajectoryParts(windows=windows(cfg), labels=labels, skip_above=cfg.loss_skip_threshold)
+    """Growing windows and the loss-skip gate (the soft labels: the shared label knobs)."""
+    return TrajectoryParts(windows=windows(cfg), skip_above=cfg.loss_skip_threshold)
 
 
 METHOD = trajectory_method(

@@ -270,6 +270,8 @@ class HaBaConfig(TrajectoryConfig):
         check = Options(SECTION, self)
         check.counts("haba_hallucinators")
         check.positive("lr_hallucinator")
+        if self.soft_labels:  # the rendered images are not the ones an expert would label
+            check.fail("soft_labels", "false for haba (its rendered images keep hard labels)")
 
 
 def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:

@@ -57,7 +57,7 @@ class PTMConfig(TrajectoryConfig):
         check.at_least("overlap_weight")
         check.at_least("overlap_sigma", zero="0: median same-class distance")
         check.counts("retraining_points", minimum=0, zero="0: none")
-        if self.retraining_points >= self.iterations:
+        if self.iterations and self.retraining_points >= self.iterations:  # 0: unmatched
             check.fail(
                 "retraining_points", f"below match.iterations={self.iterations}",
                 advice="raise iterations or lower retraining_points",

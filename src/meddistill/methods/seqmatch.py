@@ -58,7 +58,10 @@ class SeqMatchConfig(TrajectoryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        Options(SECTION, self).counts("seq_subsets")
+        check = Options(SECTION, self)
+        check.counts("seq_subsets")
+        if self.soft_labels:  # a frozen subset's labels would be relabelled at each stage
+            check.fail("soft_labels", "false for seqmatch (its subsets keep hard labels)")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ from typing import Literal
 from meddistill.data.dataset import MedicalDataset
 from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.engine import TrajectoryParts
-from meddistill.matching.labels import ExpertSoftLabels, HardLabels
 from meddistill.matching.loop import DistillRun
-from meddistill.methods.datm import check_label_options
 from meddistill.methods.trajectory import random_windows, trajectory_method
 
 
@@ -25,24 +23,12 @@ class TESLAConfig(TrajectoryConfig):
     max_start: int = 25
     gradient_mode: Literal["adjoint", "unroll"] = "adjoint"
     soft_labels: bool = True
-    learn_labels: bool = False
-    lr_y: float = 2.0
-    momentum_y: float = 0.9
-    label_expert_epoch: int = -1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_label_options(self)
+    learn_labels: bool = False  # TESLA's labels stay the expert's
 
 
 def parts(cfg: TESLAConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
-    """MTT's parts with the expert's soft labels."""
-    labels = (
-        ExpertSoftLabels(cfg.learn_labels, cfg.lr_y, cfg.momentum_y, cfg.label_expert_epoch)
-        if cfg.soft_labels
-        else HardLabels()
-    )
-    return TrajectoryParts(windows=random_windows(cfg), labels=labels)
+    """MTT's parts (the fixed soft labels: the shared label knobs, TESLA's defaults)."""
+    return TrajectoryParts(windows=random_windows(cfg))
 
 
 METHOD = trajectory_method("tesla", "Cui et al., ICML 2023", TESLAConfig, parts)

@@ -43,6 +43,8 @@ class EvalConfig:
     (depth, width, norm of the spec the caller passes), any other name its default spec.
     `lr`: None uses the step size learned with the synthetic set, or 0.01 when there is none
     (real subsets); a number overrides both.
+    `hard_labels`: train on the argmax of soft labels (DD-Ranking's hard-label view: what the
+    images carry without their labels); class-index labels are unchanged.
 
     How the networks are scheduled (not part of the protocol, so left out of reports):
     `workers`: on CPU, train the networks in this many one-thread worker processes; "auto" is
@@ -67,6 +69,7 @@ class EvalConfig:
     workers: int | str = "auto"
     batched: bool | str = "auto"
     compile: bool | str = "auto"
+    hard_labels: bool = False
 
     SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "batched", "compile")
 
@@ -93,8 +96,16 @@ class EvalConfig:
 
     def protocol(self) -> dict[str, Any]:
         """The settings that define the evaluation, without how its networks are scheduled
-        (workers, batched): what reports record, so scheduling never changes them."""
-        return {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+        (workers, batched): what reports record, so scheduling never changes them. hard_labels
+        is recorded only when set, so results recorded before it existed keep their identity."""
+        out = {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+        if not self.hard_labels:
+            out.pop("hard_labels")
+        return out
+
+    def training_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the networks train on: soft labels' argmax under hard_labels."""
+        return labels.argmax(dim=1) if self.hard_labels and labels.dim() == 2 else labels
 
     def workers_for(self, jobs: int, device: torch.device) -> int:
         """Worker processes for `jobs` networks on `device` (1: in this process)."""
@@ -564,6 +575,7 @@ def evaluate_set(
     if unknown or not splits:
         raise ConfigError(f"evaluate_set scores val and/or test, not {sorted(unknown) or 'none'}")
     _check_set(images, labels, dataset)
+    labels = cfg.training_labels(labels)
     device = torch.device(device) if device is not None else images.device
     images, labels = images.to(device), labels.to(device)
     lr_value, lr_source = resolve_lr(cfg.lr, None if lr is None else float(lr))
