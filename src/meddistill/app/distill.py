@@ -27,6 +27,7 @@ from meddistill.errors import ConfigError, MeddistillError
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
 from meddistill.experts.store import TrajectoryStore, read_meta, train_batch_size
+from meddistill.matching.config import match_identity
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import check_schedule
 from meddistill.methods.base import MethodEntry
@@ -239,6 +240,7 @@ def run_identity(plan: DistillPlan, dataset: MedicalDataset) -> str:
     config = used_config(plan)
     made_by = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
     made_by["dataset"] = dataset_section_identity(made_by["dataset"])
+    made_by["match"] = match_identity(made_by["match"])
     if plan.experts is not None:  # how many processes train them is not what they are
         made_by["experts"] = _one_strategy(plan.experts.identity(), plan.dsa_strategy)
     periodic = getattr(plan.config, "eval", None)

@@ -17,6 +17,7 @@ from meddistill.bench.runners import CORESET_METHODS, _registered
 from meddistill.bench.spec import DatasetEntry, GridSpec, _dataset_config, _dataset_identity
 from meddistill.config import apply_overrides, from_dict, load_yaml, merge, to_dict
 from meddistill.errors import ConfigError
+from meddistill.matching.config import match_identity
 from meddistill.models.spec import ModelSpec
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig, spec_for
@@ -73,14 +74,6 @@ class Cell:
         return derive_seed(self.seed, "final-eval")
 
 
-# The label knobs every trajectory method gained after results were recorded (before, only
-# DATM and TESLA had them), at their TrajectoryConfig defaults: hard labels.
-_LATER_LABEL_OPTIONS = {
-    "soft_labels": False, "learn_labels": True, "lr_y": 2.0, "momentum_y": 0.9,
-    "label_expert_epoch": -1,
-}  # fmt: skip
-
-
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a cell's artifact id hashes: the config without where it runs; hard-label knobs
     left at their defaults are left out (and every unset eval.hard_labels), so cells recorded
@@ -88,11 +81,8 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config.items() if k not in _EXECUTION_KEYS}
     if isinstance(out.get("dataset"), dict):
         out["dataset"] = _dataset_identity(out["dataset"])
-    match = out.get("match")
-    if isinstance(match, dict) and all(
-        match.get(k, v) == v for k, v in _LATER_LABEL_OPTIONS.items()
-    ):
-        out["match"] = {k: v for k, v in match.items() if k not in _LATER_LABEL_OPTIONS}
+    if isinstance(out.get("match"), dict):
+        out["match"] = match_identity(out["match"])
     return _without_unset_hard_labels(out)
 
 

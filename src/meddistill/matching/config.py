@@ -88,6 +88,22 @@ class TrajectoryConfig:
             )
 
 
+# The label knobs every trajectory method gained after runs were recorded (before, only DATM
+# and TESLA had them), at their TrajectoryConfig defaults: hard labels.
+LATER_LABEL_OPTIONS = {
+    "soft_labels": False, "learn_labels": True, "lr_y": 2.0, "momentum_y": 0.9,
+    "label_expert_epoch": -1,
+}  # fmt: skip
+
+
+def match_identity(match: dict[str, Any]) -> dict[str, Any]:
+    """A match section as identities hash it: the label knobs left out while all are at
+    their hard-label defaults, so runs recorded before every method had them keep their ids."""
+    if all(match.get(k, v) == v for k, v in LATER_LABEL_OPTIONS.items()):
+        return {k: v for k, v in match.items() if k not in LATER_LABEL_OPTIONS}
+    return match
+
+
 def check_unit_interval(name: str, value: float, *, closed_low: bool = True) -> None:
     """Refuse a fraction outside [0, 1) (or (0, 1) when closed_low is False)."""
     Options(SECTION, None).fraction_value(name, value, low_open=not closed_low)

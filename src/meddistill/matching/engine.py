@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ from meddistill.errors import ConfigError, NumericalError
 from meddistill.experts.store import TrajectoryStore
 from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.hooks import Hook
-from meddistill.matching.labels import HardLabels, LabelMode
+from meddistill.matching.labels import LabelMode, label_mode
 from meddistill.matching.loop import DistillLoop, DistillRun
 from meddistill.matching.schedule import WindowSchedule, check_schedule, sample_window
 from meddistill.matching.state import DistillState
@@ -75,7 +75,7 @@ class TrajectoryParts:
     masks: list[ElementMask] = field(default_factory=list)
     step_choice: StepChoice = last_step
     image_terms: list[ImageTerm] = field(default_factory=list)
-    labels: LabelMode = field(default_factory=HardLabels)
+    labels: LabelMode | None = None  # None: as the config's label knobs say (label_mode)
     hooks: list[Hook] = field(default_factory=list)
     skip_above: float = 0.0  # DATM: skip the update when the loss exceeds this (0: never)
     parameterization: ImageParameterization | None = None
@@ -137,6 +137,8 @@ class Distiller(DistillLoop[DistillState]):
     ) -> None:
         store.check_compatible(dataset, spec)
         check_schedule(parts.windows, store.epochs)
+        if parts.labels is None:  # every trajectory method: hard or expert soft labels
+            parts = replace(parts, labels=label_mode(cfg))
         self.cfg, self.parts, self.run = cfg, parts, run
         self.dataset, self.store, self.spec, self.device = dataset, store, spec, device
         self.param = parts.parameterization

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,6 @@ from meddistill.errors import ConfigError
 from meddistill.experts.store import TrajectoryStore
 from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.engine import Distiller, TrajectoryParts
-from meddistill.matching.labels import label_mode
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import RandomWindows, WindowSchedule
 from meddistill.methods.base import ExpertOptimizer, MethodEntry
@@ -45,10 +43,8 @@ def run_engine(
     device: torch.device,
     run: DistillRun,
 ) -> SyntheticSet:
-    """One engine run of `parts` on the experts' trajectories, labelled as the config's label
-    knobs say (every trajectory method can take hard or expert soft labels)."""
+    """One engine run of `parts` on the experts' trajectories."""
     store = require_experts(experts, run.method)
-    parts = dataclasses.replace(parts, labels=label_mode(cfg))
     return Distiller(cfg, parts, dataset, store, model, device=device, run=run).run_all()
 
 
