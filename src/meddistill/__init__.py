@@ -1,12 +1,12 @@
 """meddistill: condense a medical image dataset into a few synthetic images per class.
 
-The public API (see meddistill.api): load_dataset, train_experts, distill, evaluate, plus
+The public API (see meddistill.api): load_dataset, train_experts, distill, evaluate, audit, plus
 SyntheticSet, the method registry (available_methods, get_method) and the dataset type.
 """
 
 __version__ = "0.1.0"
 
-from meddistill.api import distill, evaluate, load_dataset, train_experts  # noqa: E402
+from meddistill.api import audit, distill, evaluate, load_dataset, train_experts  # noqa: E402
 from meddistill.data.dataset import MedicalDataset  # noqa: E402
 from meddistill.data.synthetic import SyntheticSet  # noqa: E402
 from meddistill.experts.store import TrajectoryStore  # noqa: E402
@@ -17,6 +17,7 @@ __all__ = [
     "SyntheticSet",
     "TrajectoryStore",
     "__version__",
+    "audit",
     "available_methods",
     "distill",
     "evaluate",

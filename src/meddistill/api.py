@@ -5,6 +5,7 @@
     exp = md.train_experts(ds, method="mtt", experts=1, epochs=6)
     syn = md.distill(ds, "hoptm", ipc=1, experts=exp, iterations=2)
     print(md.evaluate(syn, ds, num_nets=1, epochs=2))
+    print(md.audit(syn, ds).verdict.paragraph)   # near copies, membership attack, verdict
 
 Defaults follow from what is given: the DSA strategy from the dataset (no flips where a label
 names a side), the experts' optimiser from the method, the matching window kept inside the
@@ -33,7 +34,9 @@ from meddistill.experts.store import TrajectoryStore, train_batch_size
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.registry import get_method
 from meddistill.models.spec import ModelSpec
+from meddistill.privacy import AuditConfig, AuditNetworks, AuditReport, audit_set, save_audit
 from meddistill.runs import slug
+from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig, EvalReport, evaluate_set
 from meddistill.utils import derive_seed, resolve_device
 
@@ -149,4 +152,43 @@ def evaluate(
     )  # fmt: skip
 
 
-__all__ = ["distill", "evaluate", "load_dataset", "train_experts"]
+def audit(
+    synthetic: SyntheticSet,
+    dataset: MedicalDataset,
+    *,
+    num_nets: int = 2,
+    epochs: int = 300,
+    full_epochs: int = 5,
+    members: int = 1000,
+    quantile: float = 0.01,
+    references: tuple[str, ...] = ("full", "random"),
+    bootstrap: int = 1000,
+    pairs: int = 8,
+    lr: float | None = None,
+    model: ModelSpec | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    out: str | Path | None = None,
+) -> AuditReport:
+    """Would sharing `synthetic` give away patients of `dataset`? Near copies of training
+    images (pixel and feature space, against held-out images' own distances), a loss
+    membership attack on `num_nets` networks trained `epochs` epochs on the set (and on the
+    `references`), and a green/amber/red verdict (meddistill.privacy.verdict). `out` names a
+    folder for audit.json and the pairs PNGs; without it nothing is written."""
+    strategy = dsa_strategy_for(dataset)
+    cfg = AuditConfig(quantile=quantile, pairs=pairs, members=members, bootstrap=bootstrap,
+                      references=list(references))  # fmt: skip
+    nets = AuditNetworks(
+        attack=EvalConfig(num_nets=num_nets, epochs=epochs, lr=lr, dsa_strategy=strategy),
+        full_train=TrainConfig(epochs=full_epochs, lr=0.01, dsa_strategy=strategy),
+        model=model or ModelSpec(), seed=seed,
+    )  # fmt: skip
+    report = audit_set(synthetic, dataset, cfg, nets, device=resolve_device(device),
+                       progress=progress)  # fmt: skip
+    if out is not None:
+        save_audit(report, synthetic, dataset, out, pairs)
+    return report
+
+
+__all__ = ["audit", "distill", "evaluate", "load_dataset", "train_experts"]

@@ -159,6 +159,18 @@ def _evaluate_args(ev: argparse.ArgumentParser) -> None:
     )
 
 
+def _audit_args(aud: argparse.ArgumentParser) -> None:
+    aud.add_argument(
+        "synthetic",
+        metavar="SET",
+        help="a distill run folder, a synthetic set folder or its .safetensors",
+    )
+    aud.add_argument(
+        "--dataset", help="dataset name (default: the one SET was made from, else bloodmnist)"
+    )
+    aud.add_argument("--out", help="run folder (default runs/audit/<dataset>-<hash>)")
+
+
 # The commands that resolve a job: their help line and their own flags (config show takes
 # the same ones, so it resolves exactly what the command would).
 JOB_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -168,6 +180,7 @@ JOB_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "tune": ("search a method's knobs on the validation split (Optuna)", _tune_args),
     "coreset": ("select real images per class: random, herding, kcenter", _coreset_args),
     "evaluate": ("train fresh networks on a set of images and test them", _evaluate_args),
+    "audit": ("check a synthetic set for copies of patients and membership leaks", _audit_args),
 }
 
 
@@ -309,7 +322,8 @@ def _resolve_job(
     args: argparse.Namespace, job_cls: type, flags: dict[str, Any], command: str
 ) -> Any:
     """The job from defaults < --config files < flags < key=value overrides, validated; a
-    preset tuned on another dataset than the job's is said once on stderr."""
+    preset tuned on another dataset than the job's is said once on stderr. An audit whose
+    config names no dataset takes the one its set was made from."""
     from meddistill.app.config import resolve
     from meddistill.app.explain import preset_warning
 
@@ -318,6 +332,10 @@ def _resolve_job(
     for loaded in files:
         data = merge(data, loaded)
     data = apply_overrides(merge(data, flags), list(args.overrides))
+    if command == "audit" and isinstance(data.get("synthetic"), str):
+        from meddistill.app.audit import dataset_of, with_set_dataset
+
+        data = with_set_dataset(data, dataset_of(data["synthetic"]))
     job = resolve(job_cls, data)
     warning = preset_warning(files, data, job)
     if warning is not None:
@@ -418,6 +436,12 @@ def _coreset_flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def _audit_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = _job_flags(args)
+    flags.update(_present({"synthetic": args.synthetic, "out": args.out}))
+    return flags
+
+
 # Each job command's flags as config keys (the table config show resolves through too).
 JOB_FLAGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "buffer": _buffer_flags,
@@ -426,6 +450,7 @@ JOB_FLAGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "distill": _distill_flags,
     "tune": _tune_flags,
     "coreset": _coreset_flags,
+    "audit": _audit_flags,
 }
 
 
@@ -553,6 +578,15 @@ def cmd_coreset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from meddistill.app.audit import run_audit
+
+    result = run_audit(_job(args, "audit"), args.runs_dir, progress=not args.no_progress)
+    print(result["report"].summary())
+    print(f"audit: {result['audit']}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """`config show COMMAND ...`: resolve exactly as COMMAND would, print it, run nothing."""
     from meddistill.app.explain import show_config
@@ -655,6 +689,7 @@ COMMANDS = {
     "table": cmd_table,
     "report": cmd_report,
     "config": cmd_config,
+    "audit": cmd_audit,
 }
 
 

@@ -18,6 +18,7 @@ from meddistill.data.dataset import MedicalDataset, Normalization
 from meddistill.data.registry import default_dsa_strategy, load_dataset
 from meddistill.experts.config import BufferConfig
 from meddistill.models.spec import ModelSpec
+from meddistill.privacy.config import AuditConfig
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
 from meddistill.utils import Options, is_finite_number, is_integer, resolve_device
@@ -268,6 +269,40 @@ class CoresetJob:
         check = Options("", self)
         check_tuned_for(check, self.tuned_for)
         check.counts("ipc", "feature_epochs")
+        check.seeds("seed")
+
+
+@dataclass
+class AuditJob:
+    """`meddistill audit`: near copies of training images and a membership attack on a
+    synthetic set (`synthetic`: a distill run folder, a set folder or its .safetensors).
+
+    `eval`: how the attack's K networks (eval.num_nets) train on the set and on the random
+    reference, the evaluation protocol (one architecture); `full_train`: the network(s) on the
+    full train split whose features the memorisation check uses (the full reference). The
+    networks train one after another in this process (eval.workers, batched, compile unused).
+    """
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    synthetic: str | None = None  # SET: a distill run folder, a set folder or .safetensors
+    model: ModelSpec = field(default_factory=ModelSpec)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_nets=2))
+    full_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=5, lr=0.01, batch_size=256)
+    )
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    subset_lr: float = 0.01  # step size of the random reference's networks (eval.lr wins)
+    seed: int = 0
+    out: str | None = None  # run folder (default runs/audit/<dataset>-<hash>)
+    device: str = "auto"
+    tuned_for: str | None = None  # the dataset a preset was tuned on (warned on another)
+
+    def __post_init__(self) -> None:
+        check = Options("", self)
+        check_tuned_for(check, self.tuned_for)
+        if len(self.eval.models) != 1:
+            check.fail("eval.models", "one architecture (the attack's networks)", self.eval.models)
+        check.positive("subset_lr")
         check.seeds("seed")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from meddistill.app.config import (
+    AuditJob,
     BaselineJob,
     BufferJob,
     CoresetJob,
@@ -41,6 +42,7 @@ JOBS: dict[str, type] = {
     "distill": DistillJob,
     "tune": TuneJob,
     "coreset": CoresetJob,
+    "audit": AuditJob,
 }
 MATCH = "match"  # the distill job's section holding the method's own options
 DISTILLING = ("distill", "tune")  # the commands whose job is a distill job (with `match`)
@@ -67,6 +69,7 @@ COMMON: dict[str, tuple[str, ...]] = {
     ),
     "eval": ("models", "num_nets", "epochs", "lr", "batch_size"),
     "full_train": ("epochs", "lr", "batch_size"),
+    "audit": ("quantile", "members", "bootstrap", "references"),
 }
 # Keys a preset sets that say which data or run it is, not values tuned on that data.
 _NOT_TUNED = ("tuned_for", "method", "dataset.name", "dataset.root", "dataset.download")
@@ -287,6 +290,8 @@ def run_values(command: str, job: Any) -> tuple[dict[str, Any], dict[str, str]]:
         used["eval"]["dsa_strategy"] = used["full_train"]["dsa_strategy"] = strategy
     elif command == "evaluate" and job.eval.dsa:
         used["eval"]["dsa_strategy"] = strategy
+    elif command == "audit":  # as run_audit: one strategy for both trainings
+        used["eval"]["dsa_strategy"] = used["full_train"]["dsa_strategy"] = strategy
     return flatten(used), {}
 
 

@@ -1,0 +1,105 @@
+"""`meddistill audit`: find the set and the dataset it was made from, audit it, write the run
+folder (config.yaml, log.txt, audit.json, pairs PNGs) and return the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from meddistill.app.config import AuditJob, device_of
+from meddistill.config import load_yaml, to_dict
+from meddistill.costs import measure, record_cost
+from meddistill.data.synthetic import META, TENSORS, SyntheticSet
+from meddistill.errors import ConfigError
+from meddistill.privacy.audit import AuditNetworks, audit_set, check_audit, save_audit
+from meddistill.privacy.report import AuditReport
+from meddistill.runs import RunDir, environment_info
+
+
+def set_folder(path: str | Path) -> Path:
+    """The set folder SET names: a run folder's synthetic/, else SET itself (a set folder,
+    or its synthetic.safetensors)."""
+    where = Path(path)
+    if (where / "synthetic" / META).is_file() and not (where / TENSORS).is_file():
+        return where / "synthetic"
+    return where.parent if where.suffix == ".safetensors" else where
+
+
+def dataset_of(path: str | Path) -> dict[str, Any]:
+    """The dataset section SET was made with: its run folder's config.yaml (the job's own or
+    its `job` section), else the set's recorded dataset name; {} when neither says."""
+    folder = set_folder(path)
+    for run in dict.fromkeys((folder.parent, Path(path))):
+        if not (run / "config.yaml").is_file():
+            continue
+        config = load_yaml(run / "config.yaml")
+        job = config.get("job") if isinstance(config.get("job"), dict) else config
+        section = job.get("dataset")
+        if isinstance(section, dict) and section.get("name"):
+            return dict(section)
+    name = SyntheticSet.load(folder).dataset if (folder / META).is_file() else None
+    return {"name": name} if name else {}
+
+
+def with_set_dataset(data: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """The job's config with the set's dataset section under it, unless the config names a
+    dataset itself (then nothing of the set's is mixed in: its root or size would not fit)."""
+    given = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    if "name" in given or not found:
+        return data
+    return {**data, "dataset": {**found, **given}}
+
+
+def run_audit(job: AuditJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Audit the job's set; everything is checked before the run folder is made."""
+    if job.synthetic is None:
+        raise ConfigError("audit needs the synthetic set: meddistill audit SET (a run folder, "
+                          "a synthetic set folder or its .safetensors)")  # fmt: skip
+    device = device_of(job)
+    where = set_folder(job.synthetic)
+    syn = SyntheticSet.load(where)
+    dataset = job.dataset.load()
+    check_audit(syn, dataset, job.audit, where=str(where))
+    strategy = job.dataset.strategy()
+    used = dataclasses.replace(
+        job,
+        eval=dataclasses.replace(job.eval, dsa_strategy=strategy),
+        full_train=dataclasses.replace(job.full_train, dsa_strategy=strategy),
+        device=str(device),
+    )
+    with _run_folder(used, dataset.name, runs_root) as run:
+        run.save_json("env.json", environment_info())
+        run.log(f"audit of {where} ({syn.meta.get('method', '?')}, {syn.images.shape[0]} "
+                f"images) against {dataset.name}")  # fmt: skip
+        with measure("audit", device) as cost:
+            report = audit_set(syn, dataset, used.audit, _networks(used), device=device,
+                               progress=progress, log=run.log)  # fmt: skip
+        record_cost(run.path, cost)
+        report.config = {"job": to_dict(used), **report.config}
+        path = save_audit(report, syn, dataset, run.path, used.audit.pairs)
+        run.metric(stage="audit", light=report.verdict.light, **_headline(report))
+        run.log(f"verdict {report.verdict.light}: {report.verdict.paragraph}")
+        run.log(f"stage audit in {cost.wall_s:.1f} s ({cost.describe()})")
+    return {"report": report, "audit": str(path), "run_dir": str(run.path)}
+
+
+def _networks(job: AuditJob) -> AuditNetworks:
+    return AuditNetworks(attack=job.eval, full_train=job.full_train, model=job.model,
+                         subset_lr=job.subset_lr, seed=job.seed)  # fmt: skip
+
+
+def _run_folder(job: AuditJob, dataset: str, runs_root: str | Path) -> RunDir:
+    """job.out, else runs_root/audit/<dataset>-<hash of the job> (the same job: same folder)."""
+    config = {"job": to_dict(job)}
+    if job.out:
+        return RunDir(job.out, config)
+    return RunDir.for_command(runs_root, "audit", dataset, config)
+
+
+def _headline(report: AuditReport) -> dict[str, Any]:
+    """The numbers metrics.jsonl keeps of an audit."""
+    att = report.attacks["synthetic"]
+    return {"near_copies_pixel": report.memorisation["pixel"].count,
+            "near_copies_features": report.memorisation["features"].count,
+            "attack_auc": att.auc, "attack_auc_ci": list(att.auc_ci)}  # fmt: skip

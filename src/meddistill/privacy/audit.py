@@ -1,0 +1,228 @@
+"""One audit of a synthetic set: the full-data network(s), memorisation in pixel and feature
+space, the membership attack on the set and its references, the verdict; and its files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from meddistill.config import to_dict
+from meddistill.data.dataset import MedicalDataset
+from meddistill.data.synthetic import SyntheticSet
+from meddistill.errors import ArtifactError, ConfigError
+from meddistill.methods.coresets import features as embed
+from meddistill.models import ModelSpec
+from meddistill.privacy.attack import AttackStats
+from meddistill.privacy.config import AuditConfig
+from meddistill.privacy.membership import Scored, attack_sample, loss_attack, trained_networks
+from meddistill.privacy.memorisation import SpaceReport, copies_8bit, memorisation
+from meddistill.privacy.pairs import save_pairs
+from meddistill.privacy.report import AuditReport
+from meddistill.privacy.verdict import verdict
+from meddistill.training.baselines import full_data, random_subset_indices, subset_at
+from meddistill.training.config import TrainConfig
+from meddistill.training.evaluate import EvalConfig, resolve_lr, spec_for
+from meddistill.utils import derive_seed, make_generator, write_json_atomic
+
+AUDIT_FILE, PAIRS_FILE, FEATURE_PAIRS_FILE = "audit.json", "pairs.png", "pairs_features.png"
+
+
+@dataclass
+class AuditNetworks:
+    """How the audit's networks train: the attack's K networks by the evaluation protocol
+    (`attack`, lr: attack.lr, else the set's learned one, else `subset_lr` for real subsets),
+    the full-data ones by `full_train`; all of `model`'s architecture, seeds from `seed`."""
+
+    attack: EvalConfig = field(default_factory=lambda: EvalConfig(num_nets=2))
+    full_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=0.01))
+    model: ModelSpec = field(default_factory=ModelSpec)
+    subset_lr: float = 0.01
+    seed: int = 0
+
+
+def check_audit(
+    syn: SyntheticSet, dataset: MedicalDataset, cfg: AuditConfig, where: str = ""
+) -> None:
+    """Refuse, before any work, what the audit cannot do: a set of another dataset or
+    normalisation (pixel distances would compare unlike things), a random reference larger
+    than a class."""
+    check_same_space(syn, dataset, where)
+    smallest = min(dataset.class_counts("train"))
+    if "random" in cfg.references and syn.ipc() > smallest:
+        raise ConfigError(
+            f"the random reference needs {syn.ipc()} real images per class, as the set has, but "
+            f"the smallest class of {dataset.name} has {smallest} train images; leave it out "
+            "with audit.references=[full]"
+        )
+
+
+def check_same_space(syn: SyntheticSet, dataset: MedicalDataset, where: str = "") -> None:
+    """The set was made from `dataset` and is normalised as its images are, so pixel
+    distances compare like with like."""
+    syn.check_compatible(dataset, where=where)
+    mine, theirs = syn.normalization.to_dict(), dataset.normalization.to_dict()
+    if not all(np.allclose(mine[k], theirs[k], rtol=1e-6, atol=0) for k in ("mean", "std")):
+        raise ArtifactError(
+            f"synthetic set {where} is normalised with {mine} but {dataset.name} with {theirs}; "
+            "audit it with the dataset.normalization it was made with"
+        )
+
+
+def heldout_split(dataset: MedicalDataset) -> str:
+    """The split no pipeline saw: val when the dataset has one, else test."""
+    return "val" if dataset.val is not None and len(dataset.val) else "test"
+
+
+class _Stages:
+    """Say each stage and its wall time to `log` (nothing when None)."""
+
+    def __init__(self, log: Callable[[str], None] | None) -> None:
+        self.log, self.start = log, time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        if self.log is not None:
+            self.log(f"audit: {what} in {now - self.start:.1f} s")
+        self.start = now
+
+
+def _memorisation(
+    syn: SyntheticSet, data: MedicalDataset, held: str, full: list[nn.Module], q: float
+) -> dict[str, SpaceReport]:
+    """Pixel space (as stored, normalised) and the first full-data network's features."""
+    images = syn.images.to(data.train.images.device)
+    train, other = data.train.images, data.splits[held].images
+    pixel = memorisation(images, train, other, quantile=q, space="pixel")
+    pixel.copies = copies_8bit(images, train, pixel.train_index, syn.normalization)
+    net = full[0]
+    feats = memorisation(
+        embed(net, images), embed(net, train), embed(net, other), quantile=q, space="features"
+    )
+    return {"pixel": pixel, "features": feats}
+
+
+def _network_facts(cfg: TrainConfig, count: int, images: int, source: str) -> dict[str, Any]:
+    return {"count": count, "trained_on": source, "images": images, "train": to_dict(cfg)}
+
+
+def _attacks(
+    syn: SyntheticSet,
+    data: MedicalDataset,
+    held: str,
+    full: list[nn.Module],
+    cfg: AuditConfig,
+    nets: AuditNetworks,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict[str, AttackStats], dict[str, dict[str, Any]]]:
+    """The loss attack on networks trained on the set, and on the references asked for."""
+    members, others = attack_sample(
+        data, held, cfg.members, make_generator(derive_seed(nets.seed, "audit-members"))
+    )
+    spec = spec_for(nets.attack.models[0], nets.model)
+    facts: dict[str, dict[str, Any]] = {}
+
+    def attack(name: str, models: list[nn.Module], mem: Scored, non: Scored) -> AttackStats:
+        seed = derive_seed(nets.seed, "audit-bootstrap", name)
+        return loss_attack(models, mem, non, bootstrap=cfg.bootstrap, seed=seed)
+
+    def train(name: str, images: torch.Tensor, labels: torch.Tensor, lr: float) -> list[nn.Module]:
+        k, train_cfg = nets.attack.num_nets, nets.attack.train_config(lr)
+        facts[name] = _network_facts(train_cfg, k, int(images.shape[0]), name)
+        return trained_networks(
+            data, spec, images, nets.attack.training_labels(labels), train_cfg, count=k,
+            seed=derive_seed(nets.seed, "audit-nets", name), device=device,
+            progress=f"attack nets ({name})" if progress else False,
+        )  # fmt: skip
+
+    lr, _ = resolve_lr(nets.attack.lr, syn.syn_lr)
+    out = {"synthetic": attack("synthetic", train("synthetic", syn.images, syn.labels, lr),
+                               members, others)}  # fmt: skip
+    if "full" in cfg.references:
+        facts["full"] = _network_facts(nets.full_train, len(full), len(data.train), "full")
+        out["full"] = attack("full", full, members, others)
+    if "random" in cfg.references:
+        gen = make_generator(derive_seed(nets.seed, "audit-subset", syn.ipc()))
+        index = random_subset_indices(data, syn.ipc(), generator=gen)
+        images, labels = subset_at(data, index)
+        models = train("random", images, labels, nets.attack.lr or nets.subset_lr)
+        out["random"] = attack("random", models, members, others)
+        own = Scored(images, labels, index.cpu())
+        out["random_own"] = attack("random_own", models, *_balanced(own, others, nets.seed))
+    return out, facts
+
+
+def _balanced(members: Scored, others: Scored, seed: int) -> tuple[Scored, Scored]:
+    """As many of each as the smaller holds, drawn at random (seeded) from the larger."""
+    n = min(len(members.index), len(others.index))
+    gen = make_generator(derive_seed(seed, "audit-own"))
+
+    def take(s: Scored) -> Scored:
+        pick = torch.randperm(len(s.index), generator=gen)[:n].sort().values
+        return Scored(s.images[pick.to(s.images.device)], s.labels[pick.to(s.labels.device)],
+                      s.index[pick])  # fmt: skip
+
+    return take(members), take(others)
+
+
+def full_networks(
+    data: MedicalDataset, nets: AuditNetworks, count: int, device: torch.device, progress: bool
+) -> list[nn.Module]:
+    """`count` networks trained on the whole train split (features; the full reference)."""
+    images, labels = full_data(data)
+    return trained_networks(
+        data, nets.model, images, labels, nets.full_train, count=count,
+        seed=derive_seed(nets.seed, "audit-full"), device=device,
+        progress="full-data net" if progress else False,
+    )  # fmt: skip
+
+
+def audit_set(
+    syn: SyntheticSet,
+    dataset: MedicalDataset,
+    cfg: AuditConfig,
+    nets: AuditNetworks,
+    *,
+    device: torch.device,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> AuditReport:
+    """Audit `syn` against the dataset it was made from (checked): see meddistill.privacy."""
+    check_audit(syn, dataset, cfg)
+    data, held = dataset.to(device), heldout_split(dataset)
+    stages = _Stages(log)
+    full = full_networks(data, nets, cfg.full_nets, device, progress)
+    stages.done(f"{cfg.full_nets} full-data network(s) trained")
+    memo = _memorisation(syn, data, held, full, cfg.quantile)
+    stages.done("memorisation measured")
+    attacks, facts = _attacks(syn, data, held, full, cfg, nets, device, progress)
+    stages.done("membership attacks done")
+    info = {"dataset": syn.dataset, "source_id": syn.source_id, "method": syn.meta.get("method"),
+            "images": int(syn.images.shape[0]), "ipc": syn.ipc(), "syn_lr": syn.syn_lr}  # fmt: skip
+    used = {"audit": to_dict(cfg), "eval": to_dict(nets.attack), "seed": nets.seed,
+            "full_train": to_dict(nets.full_train), "model": to_dict(nets.model),
+            "subset_lr": nets.subset_lr}  # fmt: skip
+    light = verdict(memo["pixel"], memo["features"], attacks["synthetic"])
+    return AuditReport(info, held, memo, attacks, facts, light, used)
+
+
+def save_audit(
+    report: AuditReport, syn: SyntheticSet, dataset: MedicalDataset, folder: str | Path, pairs: int
+) -> Path:
+    """Write audit.json and, when `pairs` > 0, the closest pairs of each space as PNGs."""
+    out = Path(folder)
+    write_json_atomic(out / AUDIT_FILE, report.to_dict())
+    if pairs > 0:
+        train = dataset.train.images
+        for space, name in (("pixel", PAIRS_FILE), ("features", FEATURE_PAIRS_FILE)):
+            rep = report.memorisation[space]
+            save_pairs(syn.images, train, rep.closest(pairs), rep.train_index,
+                       syn.normalization, out / name)  # fmt: skip
+    return out / AUDIT_FILE

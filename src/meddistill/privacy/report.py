@@ -1,0 +1,69 @@
+"""The audit's result as one object: what `meddistill audit` prints and audit.json holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from meddistill import __version__
+from meddistill.privacy.attack import AttackStats
+from meddistill.privacy.memorisation import SpaceReport
+from meddistill.privacy.verdict import FPR, Verdict
+
+
+@dataclass
+class AuditReport:
+    """Memorisation per space, the attack on the set and its references, and the verdict.
+
+    `attacks`: "synthetic" (networks trained on the set), and where asked "full" and "random"
+    (the same members and non-members against networks trained on the full train split and on
+    a random real subset as large as the set), and "random_own" (the random subset's networks
+    with the subset's own images as members: what sharing real images would leak).
+    `networks`: how each attack's networks were trained.
+    """
+
+    set_info: dict[str, Any]
+    heldout: str
+    memorisation: dict[str, SpaceReport]
+    attacks: dict[str, AttackStats]
+    networks: dict[str, dict[str, Any]]
+    verdict: Verdict
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.to_dict(),
+            "set": self.set_info,
+            "heldout_split": self.heldout,
+            "memorisation": {k: v.to_dict() for k, v in self.memorisation.items()},
+            "attack": {
+                k: {**v.to_dict(), "networks": self.networks.get(k, {})}
+                for k, v in self.attacks.items()
+            },
+            "config": self.config,
+            "meddistill_version": __version__,
+        }
+
+    def summary(self) -> str:
+        """The light and paragraph, then one line per space and per attack."""
+        lines = [f"verdict: {self.verdict.light.upper()}", self.verdict.paragraph, ""]
+        for space, rep in self.memorisation.items():
+            lines.append(
+                f"near copies ({space}): {rep.count}/{rep.flagged.size} "
+                f"(threshold {rep.threshold:.4g}, median d_tr/d_ho {_median(rep):.3f})"
+            )
+        for name, att in self.attacks.items():
+            lo, hi = att.auc_ci
+            t_lo, t_hi = att.tpr_ci[FPR]
+            lines.append(
+                f"attack ({name}): AUC {att.auc:.3f} [{lo:.3f}, {hi:.3f}], TPR@{100 * FPR:g}%FPR "
+                f"{100 * att.tpr[FPR]:.2f} % [{100 * t_lo:.2f}, {100 * t_hi:.2f}] "
+                f"({att.members} members, {att.nonmembers} non-members)"
+            )
+        return "\n".join(lines)
+
+
+def _median(rep: SpaceReport) -> float:
+    return float(np.median(rep.ratio))
