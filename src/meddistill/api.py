@@ -25,6 +25,7 @@ from typing import Any
 
 from meddistill.app.config import DatasetConfig
 from meddistill.app.defaults import fit_to_data, fit_window
+from meddistill.app.private import set_privacy
 from meddistill.data.dataset import MedicalDataset
 from meddistill.data.registry import dsa_strategy_for
 from meddistill.data.synthetic import SyntheticSet
@@ -37,6 +38,7 @@ from meddistill.models.spec import ModelSpec
 from meddistill.privacy import AuditConfig, AuditNetworks, AuditReport, audit_set, save_audit
 from meddistill.runs import slug
 from meddistill.training.config import TrainConfig
+from meddistill.training.dp import DPConfig
 from meddistill.training.evaluate import EvalConfig, EvalReport, evaluate_set
 from meddistill.utils import derive_seed, resolve_device
 
@@ -65,19 +67,22 @@ def train_experts(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    dp: DPConfig | None = None,
 ) -> TrajectoryStore:
     """Train `experts` networks for `epochs` epochs with the optimiser `method` expects (SGD
     for MTT, GSAM for HoP-TM/PTM/FTD/DATM) and the dataset's DSA strategy. Without `out` the
-    trajectories live in a temporary folder removed when Python exits."""
+    trajectories live in a temporary folder removed when Python exits. `dp` trains them with
+    DP-SGD (Opacus, SGD whatever the method): all of them together (epsilon, delta)-DP."""
     entry = get_method(method)
     train = dataclasses.replace(
         expert_train_config(epochs),
-        optimizer=entry.experts or "sgd",
+        optimizer=(entry.experts or "sgd") if dp is None else "sgd",
         dsa_strategy=dsa_strategy_for(dataset),
     )
     cfg = BufferConfig(
-        num_experts=experts, epochs=epochs, model=model or ModelSpec(), train=train, seed=seed
-    )
+        num_experts=experts, epochs=epochs, model=model or ModelSpec(), train=train, seed=seed,
+        dp=dp,
+    )  # fmt: skip
     folder = Path(out) if out is not None else _scratch_folder() / slug(dataset.name)
     dev = resolve_device(device)
     return generate_buffer(dataset.to(dev), cfg, folder, device=dev, progress=progress)
@@ -119,6 +124,9 @@ def distill(
     syn = entry.distill(
         data, config, experts=experts, model=model or ModelSpec(), device=dev, run=run
     )
+    private = entry.experts is not None and experts is not None and experts.privacy is not None
+    if private:  # the engine refused every read of real images (match.init noise)
+        syn.meta["privacy"] = set_privacy(experts.privacy, experts.buffer_id, final_eval=False)
     if out is not None:
         syn.save(Path(out) / "synthetic")
     return syn

@@ -81,6 +81,12 @@ def _buffer_args(buf: argparse.ArgumentParser) -> None:
     buf.add_argument("--out", help="buffer folder (default runs/buffers/<dataset>-<hash>)")
     buf.add_argument("--experts", type=int, help="number of experts (buffer.num_experts)")
     buf.add_argument("--epochs", type=int, help="epochs per expert (buffer.epochs)")
+    buf.add_argument(
+        "--dp-epsilon",
+        type=float,
+        metavar="EPS",
+        help="DP-SGD experts (Opacus): the whole buffer (EPS, delta)-DP (buffer.dp.epsilon)",
+    )
 
 
 def _baseline_args(base: argparse.ArgumentParser) -> None:
@@ -93,6 +99,12 @@ def _baseline_args(base: argparse.ArgumentParser) -> None:
         "--no-random", action="store_true", help="skip the random-subset rows (ipcs=[])"
     )
     base.add_argument("--no-full", action="store_true", help="skip the full-data row")
+    base.add_argument(
+        "--dp-epsilon",
+        type=float,
+        metavar="EPS",
+        help="train the full-data networks with DP-SGD at (EPS, delta) (full_dp.epsilon)",
+    )
 
 
 def _distill_args(dis: argparse.ArgumentParser) -> None:
@@ -115,6 +127,12 @@ def _distill_args(dis: argparse.ArgumentParser) -> None:
     )
     dis.add_argument(
         "--out", help="run folder (default runs/distill/<dataset>-<method>-ipc<k>-<hash>)"
+    )
+    dis.add_argument(
+        "--dp-epsilon",
+        type=float,
+        metavar="EPS",
+        help="make DP-SGD experts, the set (EPS, delta)-DP (experts.dp.epsilon; match.init=noise)",
     )
     dis.add_argument(
         "--keep-checkpoint",
@@ -374,6 +392,8 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
 def _buffer_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = _job_flags(args)
     buffer = _present({"num_experts": args.experts, "epochs": args.epochs})
+    if args.dp_epsilon is not None:
+        buffer["dp"] = {"epsilon": args.dp_epsilon}
     if buffer:
         flags["buffer"] = buffer
     if args.out:
@@ -389,6 +409,8 @@ def _baseline_flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["ipcs"] = []
     if args.no_full:
         flags["full"] = False
+    if args.dp_epsilon is not None:
+        flags["full_dp"] = {"epsilon": args.dp_epsilon}
     return flags
 
 
@@ -410,6 +432,8 @@ def _distill_flags(args: argparse.Namespace) -> dict[str, Any]:
             flags[key] = getattr(args, key)
     match = _present({"ipc": args.ipc, "iterations": args.iterations})
     experts = _present({"num_experts": args.experts, "epochs": args.expert_epochs})
+    if getattr(args, "dp_epsilon", None) is not None:
+        experts["dp"] = {"epsilon": args.dp_epsilon}
     for key, section in (("match", match), ("experts", experts)):
         if section:
             flags[key] = section

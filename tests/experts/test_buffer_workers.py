@@ -103,9 +103,10 @@ def test_workers_change_neither_buffer_id_nor_folder(tmp_path) -> None:
     ids = {stable_hash(generate_mod.buffer_identity(ds, c)) for c in cfgs}
     folders = {buffer_folder(tmp_path, source, ds, c) for c in cfgs}
     assert len(ids) == 1 and len(folders) == 1
-    # the folder name is the hash it had before `workers` and `compile` existed (the config
-    # without them)
-    before = {k: v for k, v in to_dict(cfgs[0]).items() if k not in ("workers", "compile")}
+    # the folder name is the hash it had before `workers`, `compile` and `dp` existed (the
+    # config without them; dp is left out while unset)
+    later = ("workers", "compile", "dp")
+    before = {k: v for k, v in to_dict(cfgs[0]).items() if k not in later}
     key = stable_hash({**dataset_identity(source, ds), "buffer": before}, 8)
     assert folders == {tmp_path / "buffers" / f"tiny-{key}"}
     assert cfgs[0].identity() == before

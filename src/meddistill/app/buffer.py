@@ -12,6 +12,7 @@ from meddistill.costs import measure, record_cost
 from meddistill.data.dataset import MedicalDataset
 from meddistill.experts.config import BufferConfig
 from meddistill.experts.generate import generate_buffer
+from meddistill.experts.private import buffer_dp_plan
 from meddistill.runs import RunDir, environment_info, inside, slug
 from meddistill.utils import stable_hash
 
@@ -53,6 +54,7 @@ def run_buffer(job: BufferJob, runs_root: str | Path, progress: bool = True) -> 
     device = device_of(job)
     cfg = buffer_config_for(job)
     dataset = job.dataset.load().to(device)
+    buffer_dp_plan(dataset, cfg)  # DP experts: data and budget refused before any folder
     out = Path(job.out) if job.out else buffer_folder(runs_root, job.dataset, dataset, cfg)
     used = dataclasses.replace(job, buffer=cfg, seed=cfg.seed)
     with RunDir(out / "run", {"job": to_dict(used), "env": environment_info()}) as run:
@@ -75,6 +77,9 @@ def _train(
         "dsa_strategy": cfg.train.dsa_strategy if cfg.train.dsa else "none",
         "wall_s": round(cost.wall_s, 2),
     }
+    if store.privacy is not None:
+        summary["epsilon"] = store.privacy["epsilon"]
+        summary["delta"] = store.privacy["delta"]
     run.metric(stage="buffer", **summary)
     run.log(f"stage buffer: {store.num_experts} experts x {store.epochs} epochs in "
             f"{summary['wall_s']} s ({cost.describe()}) -> {out}")  # fmt: skip

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 
 import torch
 
-from meddistill.config import from_dict
+from meddistill.config import from_dict, to_dict
 from meddistill.data.dataset import MedicalDataset, Normalization
 from meddistill.data.registry import default_dsa_strategy, load_dataset
-from meddistill.experts.config import BufferConfig
+from meddistill.experts.config import BufferConfig, buffer_section_identity
 from meddistill.models.spec import ModelSpec
 from meddistill.privacy.config import AuditConfig
 from meddistill.training.config import TrainConfig
+from meddistill.training.dp import DPConfig
 from meddistill.training.evaluate import EvalConfig
 from meddistill.utils import Options, is_finite_number, is_integer, resolve_device
 
@@ -91,6 +92,20 @@ def dataset_section_identity(section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if not (k in _LATER_DATASET_OPTIONS and v is None)}
 
 
+# Job options added after run folders were named by their config's hash: left out while unset.
+_LATER_JOB_OPTIONS = ("full_dp",)
+
+
+def job_identity(job: Any) -> dict[str, Any]:
+    """A job as the hash naming its run folder sees it: later options dropped while unset, in
+    the job and in its experts/buffer section (`dp`), so folders named before them hold."""
+    out = {k: v for k, v in to_dict(job).items() if not (k in _LATER_JOB_OPTIONS and v is None)}
+    for key in ("experts", "buffer"):
+        if isinstance(out.get(key), dict):
+            out[key] = buffer_section_identity(out[key])
+    return out
+
+
 def check_normalization(
     check: Options, norm: dict[str, list[float]] | None, channels: int | None
 ) -> None:
@@ -141,6 +156,7 @@ class BaselineJob:
         default_factory=lambda: TrainConfig(epochs=30, lr=0.01, batch_size=256)
     )
     full_nets: int = 1
+    full_dp: DPConfig | None = None  # DP-SGD full-data networks at (epsilon, delta); null: off
     eval: EvalConfig = field(default_factory=EvalConfig)
     subset_lr: float = 0.01
     seed: int = 0
@@ -150,6 +166,8 @@ class BaselineJob:
     def __post_init__(self) -> None:
         check = Options("", self)
         check_tuned_for(check, self.tuned_for)
+        if self.full_dp is not None and self.full_train.optimizer != "sgd":
+            check.fail("full_dp", "null with full_train.optimizer gsam (DP-SGD trains with sgd)")
         if not all(is_integer(k) and k >= 1 for k in self.ipcs):
             check.fail("ipcs", "a list of integers >= 1 (images per class of each subset)")
         if not self.ipcs and not self.full:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, dataset_section_identity, device_of
 from meddistill.app.defaults import fit_to_data, fit_window, step_size_warning
+from meddistill.app.private import check_private_distill, set_privacy
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
 from meddistill.costs import measure, record_cost, stage_total
@@ -24,8 +25,9 @@ from meddistill.data.dataset import MedicalDataset
 from meddistill.data.draws import check_ipc
 from meddistill.data.synthetic import META, SyntheticSet
 from meddistill.errors import ConfigError, MeddistillError
-from meddistill.experts.config import BufferConfig
+from meddistill.experts.config import BufferConfig, dp_conflict
 from meddistill.experts.generate import generate_buffer
+from meddistill.experts.private import buffer_dp_plan
 from meddistill.experts.store import TrajectoryStore, read_meta, train_batch_size
 from meddistill.matching.config import match_identity
 from meddistill.matching.loop import DistillRun
@@ -64,17 +66,27 @@ def resolve_distill(job: DistillJob) -> DistillPlan:
     strategy = getattr(config, "dsa_strategy", None) or job.dataset.strategy()
     experts = None
     if method.experts is not None and job.buffer is None:
-        train = job.experts.train
-        if train.dsa:
-            train = dataclasses.replace(train, dsa_strategy=strategy)
-        train = dataclasses.replace(train, optimizer=job.expert_optimizer or method.experts)
-        experts = dataclasses.replace(job.experts, model=job.model, train=train)
+        experts = _experts_to_make(job, method, strategy)
     notes: tuple[str, ...] = ()
     epochs = buffer_epochs(job, method)
     if epochs is not None:
         config, note = fit_window(config, method.windows_of, epochs, set(job.match))
         notes = (note,) if note else ()
     return DistillPlan(job, method, config, device_of(job), strategy, experts, notes)
+
+
+def _experts_to_make(job: DistillJob, method: MethodEntry, strategy: str) -> BufferConfig:
+    """The experts a run makes: the job's, on its network, with the run's DSA strategy and the
+    method's optimiser (SGD for DP experts, which cannot train with GSAM)."""
+    train = job.experts.train
+    if train.dsa:
+        train = dataclasses.replace(train, dsa_strategy=strategy)
+    default = "sgd" if job.experts.dp is not None else method.experts
+    train = dataclasses.replace(train, optimizer=job.expert_optimizer or default)
+    conflict = dp_conflict(job.experts.dp, job.model, train.optimizer)
+    if conflict is not None:
+        raise ConfigError(f"option experts.dp must be null {conflict}")
+    return dataclasses.replace(job.experts, model=job.model, train=train)
 
 
 def _given_buffer_meta(job: DistillJob) -> dict[str, Any] | None:
@@ -157,11 +169,15 @@ def expert_store(
 
 
 def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> str | None:
-    """Refuse, before the run folder exists, what the run could not do; returns the
-    warning of an allowed DSA mismatch (to log once the run folder exists)."""
-    check_ipc(dataset, plan.ipc)
+    """Refuse, before the run folder exists, what the run could not do (and, on a DP buffer,
+    what would read private images: app/private.py); returns the warning of an allowed DSA
+    mismatch (to log once the run folder exists)."""
+    if not check_private_distill(plan):
+        check_ipc(dataset, plan.ipc)  # a DP run draws no real image (nor class sizes)
     if plan.method.experts is None:
         return None
+    if plan.experts is not None:
+        buffer_dp_plan(dataset, plan.experts, "experts.dp")  # refused here, not mid-run
     given = TrajectoryStore(plan.job.buffer) if plan.job.buffer else None
     warning = check_buffer(plan, given, dataset) if given is not None else None
     epochs = given.epochs if given is not None else plan.job.experts.epochs
@@ -339,6 +355,10 @@ def _make_set(
     if store is not None:
         syn.meta["buffer"] = str(store.path)
     syn.meta["seed"] = job.seed
+    private = store is not None and store.privacy is not None
+    syn.meta["privacy"] = (
+        set_privacy(store.privacy, store.buffer_id, job.final_eval) if private else None
+    )
     warning = step_size_warning(getattr(plan.config, "syn_lr_init", None), syn.syn_lr)
     if warning is not None:
         _tell(run, f"warning: {warning}")
@@ -386,6 +406,8 @@ def _evaluate_and_record(
         "syn_lr": syn.syn_lr, "buffer_s": _total(run, "buffer"),
         "distill_s": _total(run, "distill"),
     }  # fmt: skip
+    if syn.meta.get("privacy") is not None:
+        results["privacy"] = syn.meta["privacy"]
     eval_cfg = dataclasses.replace(job.eval, dsa_strategy=plan.dsa_strategy)
     return finish_set(
         run, syn, results, dataset, eval_cfg if job.final_eval else None, job.model,

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from meddistill.app.config import BaselineJob, EvaluateJob, device_of
+from meddistill.app.config import BaselineJob, EvaluateJob, device_of, job_identity
 from meddistill.app.record import evaluate_row, summary
 from meddistill.config import to_dict
 from meddistill.costs import measure, record_cost
@@ -17,7 +17,7 @@ from meddistill.data.results import write_results
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ConfigError
 from meddistill.runs import RunDir, environment_info
-from meddistill.training.baselines import SubsetSink, baseline, random_subset
+from meddistill.training.baselines import SubsetSink, baseline, full_dp_plan, random_subset
 from meddistill.utils import derive_seed, make_generator
 
 
@@ -83,7 +83,10 @@ def run_baseline(job: BaselineJob, runs_root: str | Path, progress: bool = True)
         eval=dataclasses.replace(job.eval, dsa_strategy=strategy),
         full_train=dataclasses.replace(job.full_train, dsa_strategy=strategy),
     )
-    with RunDir.for_command(runs_root, "baseline", dataset.name, {"job": to_dict(job)}) as run:
+    if job.full and job.full_dp is not None:  # refused before the run folder exists
+        full_dp_plan(dataset, job.full_train, job.full_dp)
+    folder_config = {"job": job_identity(job)}
+    with RunDir.for_command(runs_root, "baseline", dataset.name, folder_config) as run:
         return _baselines_in(run, job, dataset, device, progress)
 
 
@@ -101,11 +104,13 @@ def _baselines_in(
                 dataset, base_spec=job.model, ipcs=[] if ipc is None else [ipc],
                 eval_cfg=job.eval, full=job.full_train if kind == "full" else None,
                 seed=job.seed, full_nets=job.full_nets, progress=progress, device=device,
-                on_subset=_subset_saver(run, dataset, sets),
+                on_subset=_subset_saver(run, dataset, sets), full_dp=job.full_dp,
             )  # fmt: skip
         record_cost(run.path, cost)
+        privacy = report.get("full", {}).get("privacy")  # DP-SGD full-data networks
         row = {
             **_baseline_row(kind, ipc, report, job),
+            **({"privacy": privacy} if privacy is not None else {}),
             **({"sets": sets} if kind == "random" else {}),
             "wall_s": round(cost.wall_s, 1),
         }

@@ -126,11 +126,22 @@ def section_types(command: str, data: dict[str, Any]) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):  # in the job's order
-        if dataclasses.is_dataclass(hints[f.name]):
-            out[f.name] = hints[f.name]
+        section = section_class(hints[f.name])
+        if section is not None and isinstance(data.get(f.name), dict):  # an optional one: set
+            out[f.name] = section
         elif f.name == MATCH and command in DISTILLING:
             out[MATCH] = method_type(data.get("method"))[1]
     return out
+
+
+def section_class(tp: Any) -> type | None:
+    """The dataclass a type hint holds: itself, or X of an optional `X | None` (dp)."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
 
 
 @functools.cache
@@ -248,7 +259,7 @@ def _render(
             about = helps.get(key) or (summary_of(sub) if sub is not None else "")
             out.append((f"{pad}{key}:", dotted, about))
             inner = typing.get_type_hints(sub) if sub is not None else {}
-            nested = {k: t for k, t in inner.items() if dataclasses.is_dataclass(t)}
+            nested = {k: section_class(t) for k, t in inner.items() if section_class(t)}
             sub_defaults = default if isinstance(default, dict) else {}
             out += _render(sub, value, sub_defaults, f"{dotted}.", pad + "  ", nested)
             continue

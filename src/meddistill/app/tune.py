@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from meddistill.app.config import TuneConfig, TuneJob
+from meddistill.app.config import TuneConfig, TuneJob, job_identity
 from meddistill.app.distill import (
     DistillPlan,
     buffer_epochs,
@@ -32,6 +32,7 @@ from meddistill.app.distill import (
     periodic_evaluator,
     resolve_distill,
 )
+from meddistill.app.private import refuse_private_tune
 from meddistill.app.record import evaluate_row
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
@@ -260,7 +261,7 @@ def tune_folder(job: TuneJob, plan: DistillPlan, dataset: MedicalDataset, runs_r
     space settings (not its budget: a larger budget continues the same study)."""
     if job.out:
         return Path(job.out)
-    config = to_dict(job)
+    config = job_identity(job)  # experts.dp left out while unset: older studies' folders hold
     config["tune"] = {k: v for k, v in config["tune"].items() if k not in ("trials", "minutes")}
     config.pop("out", None)
     key = stable_hash({"job": config, "data": dataset.describe().get("source_id")}, 8)
@@ -276,9 +277,10 @@ def _budget(cfg: TuneConfig) -> str:
 def run_tune(job: TuneJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
     """Search on val until `tune.trials` trials finished (or `tune.minutes` passed); return
     the best trial and where preset.yaml and trials.json are."""
+    plan = resolve_distill(job)
+    refuse_private_tune(plan)
     optuna = _optuna()
     runs_root = Path(runs_root)
-    plan = resolve_distill(job)
     dataset = job.dataset.load()
     if dataset.val is None:
         raise ConfigError(

@@ -26,6 +26,7 @@ from meddistill.config import from_dict, to_dict
 from meddistill.costs import Cost, measure
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
+from meddistill.experts.config import buffer_section_identity
 from meddistill.methods.registry import METHODS, available_methods, get_method
 from meddistill.utils import stable_hash
 
@@ -157,7 +158,7 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
         identity = {
             "kind": "buffer",
             "dataset": _dataset_identity(to_dict(job.dataset)),
-            "buffer": to_dict(experts),
+            "buffer": buffer_section_identity(to_dict(experts)),
         }
         parent = stable_hash(identity)
         path = _reusable_buffer(ctx, parent)

@@ -13,6 +13,7 @@ from meddistill.models import ModelSpec
 from meddistill.training import parallel
 from meddistill.training.compiled import COMPILE_AUTO_WORK, compile_on, valid_compile
 from meddistill.training.config import TrainConfig
+from meddistill.training.dp import DPConfig
 from meddistill.utils import Options, is_integer
 
 
@@ -64,6 +65,7 @@ class BufferConfig:
     seed: int = 0
     workers: int | str = "auto"
     compile: bool | str = "auto"
+    dp: DPConfig | None = None  # DP-SGD experts (epsilon, delta, max_grad_norm, ...); null: off
 
     SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "compile")
 
@@ -78,11 +80,17 @@ class BufferConfig:
             check.fail("compile", "true, false or auto (on CUDA; on CPU for long experts)")
         if self.train.epochs != self.epochs:
             self.train = dataclasses.replace(self.train, epochs=int(self.epochs))
+        conflict = dp_conflict(self.dp, self.model, self.train.optimizer)
+        if conflict is not None:
+            check.fail("dp", f"null {conflict}", to_dict(self.dp))
 
     def identity(self) -> dict[str, Any]:
         """The settings without how the experts are scheduled (workers): what names the
-        buffer's folder, so scheduling never moves or splits a buffer."""
-        return {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+        buffer's folder, so scheduling never moves or splits a buffer. An unset dp is left
+        out, so every buffer made before the option keeps its folder."""
+        return buffer_section_identity(
+            {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
+        )
 
     def compile_on(self, train_images: int, device: torch.device) -> bool:
         """Whether each expert's training step is compiled, for `train_images` images."""
@@ -91,3 +99,24 @@ class BufferConfig:
     def workers_for(self, jobs: int, device: torch.device) -> int:
         """Worker processes for `jobs` experts on `device` (1: in this process)."""
         return parallel.workers_for(self.workers, jobs, device)
+
+
+def buffer_section_identity(section: dict[str, Any]) -> dict[str, Any]:
+    """A buffer config section as identities hash it: `dp` dropped while unset (null)."""
+    return {k: v for k, v in section.items() if not (k == "dp" and v is None)}
+
+
+def dp_conflict(dp: DPConfig | None, model: ModelSpec, optimizer: str) -> str | None:
+    """Why DP-SGD experts cannot be trained with this network or optimiser, or None."""
+    if dp is None:
+        return None
+    if model.norm == "batchnorm":
+        return (
+            "with model.norm batchnorm (batch norm mixes the images of a batch: use instancenorm)"
+        )
+    if optimizer != "sgd":
+        return (
+            f"with the experts' optimizer {optimizer} (DP-SGD accounts one noisy gradient per "
+            "step; GSAM takes two): train them with sgd"
+        )
+    return None

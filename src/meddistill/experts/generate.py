@@ -23,6 +23,7 @@ from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ExpertBufferError
 from meddistill.experts.config import BufferConfig
+from meddistill.experts.private import buffer_dp_plan, dp_identity, privacy_record
 from meddistill.experts.store import (
     FORMAT,
     FORMAT_VERSION,
@@ -36,6 +37,8 @@ from meddistill.experts.store import (
 from meddistill.locking import folder_lock
 from meddistill.models import ParamLayout, build_model_for, flatten_params
 from meddistill.training import parallel
+from meddistill.training.dp import DPPlan, PrivateTraining
+from meddistill.training.dp_loop import train_private
 from meddistill.training.loop import train_network
 from meddistill.training.metrics import evaluate_model
 from meddistill.utils import derive_seed, make_generator, stable_hash, write_json_atomic
@@ -52,9 +55,11 @@ def buffer_identity(dataset: MedicalDataset, cfg: BufferConfig) -> dict[str, Any
     """Everything that decides the contents of an expert file; its hash is the buffer_id.
 
     The number of experts is not part of it (expert i does not depend on how many there are,
-    so a buffer can be extended), nor is the package version (recorded, not compared).
+    so a buffer can be extended), nor is the package version (recorded, not compared); except
+    for DP experts, whose noise is calibrated for all of them: `dp` (only when set) holds the
+    DP settings with the resolved delta and the number of experts the guarantee covers.
     """
-    return {
+    identity = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dataset": {
@@ -70,6 +75,9 @@ def buffer_identity(dataset: MedicalDataset, cfg: BufferConfig) -> dict[str, Any
         "dtype": cfg.dtype,
         "seed": int(cfg.seed),
     }
+    if cfg.dp is not None:
+        identity["dp"] = dp_identity(dataset, cfg)
+    return identity
 
 
 def _build(
@@ -89,7 +97,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
-def _prepare_folder(out: Path, dataset: MedicalDataset, cfg: BufferConfig) -> None:
+def _prepare_folder(
+    out: Path, dataset: MedicalDataset, cfg: BufferConfig, plan: DPPlan | None
+) -> None:
     identity = buffer_identity(dataset, cfg)
     buffer_id = stable_hash(identity)
     meta_path = out / META_FILE
@@ -121,6 +131,7 @@ def _prepare_folder(out: Path, dataset: MedicalDataset, cfg: BufferConfig) -> No
         "num_params": layout.total,
         "param_layout": layout.to_dict(),
         "optimizer": cfg.train.optimizer,
+        "privacy": privacy_record(plan),
         "package_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -134,12 +145,15 @@ def train_expert(
     *,
     device: torch.device,
     progress: bool = True,
+    dp: DPPlan | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any], int]:
     """Train expert `index`; return (trajectory [E+1, P] in cfg.dtype on CPU, history, seed).
 
     Training is watched on the validation split (choose on validation); the test split is
     evaluated once, on the final network, as a number to report. Without a validation split
     nothing held out is watched per epoch, and the history says so (never the test split).
+    With cfg.dp the expert trains with DP-SGD at the noise of `dp` (buffer_dp_plan's,
+    calibrated for all experts; computed here when not given).
     """
     seed = derive_seed(cfg.seed, "expert", index)
     dtype = _DTYPES[cfg.dtype]
@@ -151,18 +165,22 @@ def train_expert(
     def record(epoch: int, net: nn.Module) -> None:
         rows.append(flatten_params(net).to("cpu", dtype))
 
-    result = train_network(
-        model,
-        dataset.train.images,
-        dataset.train.labels,
-        cfg.train,
+    loop: dict[str, Any] = dict(
         generator=make_generator(derive_seed(seed, "train")),
         test_split=val,  # the loop's held-out split, here the validation split
         eval_every=1 if val is not None else 0,
         on_epoch=record,
         progress=f"expert {index}" if progress else False,
-        compile=cfg.compile_on(len(dataset.train.labels), device),
     )
+    images, labels = dataset.train.images, dataset.train.labels
+    if cfg.dp is not None:
+        plan = dp if dp is not None else buffer_dp_plan(dataset, cfg)
+        assert plan is not None
+        private = PrivateTraining(plan, cfg.dp.secret("expert", index))
+        result = train_private(model, images, labels, cfg.train, private, **loop)
+    else:
+        compile = cfg.compile_on(len(labels), device)
+        result = train_network(model, images, labels, cfg.train, compile=compile, **loop)
     final_test = evaluate_model(model, dataset.test.images, dataset.test.labels)
     return torch.stack(rows), _history(result.history, init, final_test), seed
 
@@ -214,7 +232,8 @@ def _generate(
     dataset: MedicalDataset, cfg: BufferConfig, out: Path, device: torch.device, progress: bool
 ) -> TrajectoryStore:
     """generate_buffer's work, under the folder's lock."""
-    _prepare_folder(out, dataset, cfg)
+    plan = buffer_dp_plan(dataset, cfg)
+    _prepare_folder(out, dataset, cfg, plan)
     record_expert_summaries(out)  # experts finished before a kill, or by an older meddistill
     store = TrajectoryStore(out)
     todo = [i for i in range(cfg.num_experts) if i not in set(store.expert_ids)]
@@ -226,7 +245,8 @@ def _generate(
         disable=not progress,
         unit="expert",
     ) as bar:
-        for index, (trajectory, history, seed) in _trained(data, cfg, todo, device, progress):
+        trained = _trained(data, cfg, plan, todo, device, progress)
+        for index, (trajectory, history, seed) in trained:
             write_expert(
                 out,
                 index,
@@ -252,30 +272,36 @@ def expert_workers(
 
 
 def _trained(
-    data: MedicalDataset, cfg: BufferConfig, todo: list[int], device: torch.device, progress: bool
+    data: MedicalDataset,
+    cfg: BufferConfig,
+    plan: DPPlan | None,
+    todo: list[int],
+    device: torch.device,
+    progress: bool,
 ) -> Iterator[tuple[int, tuple[Any, dict[str, Any], int]]]:
     """(index, train_expert's result) of each expert in `todo`, as each finishes (in any order
     with workers), so the caller writes it at once and a kill loses only experts in progress."""
 
     def local(index: int) -> tuple[Any, dict[str, Any], int]:
-        return train_expert(data, cfg, index, device=device, progress=progress)
+        return train_expert(data, cfg, index, device=device, progress=progress, dp=plan)
 
     workers = expert_workers(data, cfg, len(todo), device)
+    payload = (data, cfg, plan)
     results = parallel.run_jobs_as_done(
-        _train_in_worker, (data, cfg), todo, workers, local=local, kind="expert", items="expert(s)"
+        _train_in_worker, payload, todo, workers, local=local, kind="expert", items="expert(s)"
     )
     for position, result in results:
         yield todo[position], result
 
 
 def _train_in_worker(
-    payload: tuple[MedicalDataset, BufferConfig], index: int
+    payload: tuple[MedicalDataset, BufferConfig, DPPlan | None], index: int
 ) -> tuple[Any, dict[str, Any], int]:
     """One expert in a worker process (CPU, one thread, no progress bar). The trajectory comes
     back as a numpy array, pickled by value: no shared-memory handle has to outlive the worker."""
-    dataset, cfg = payload
+    dataset, cfg, plan = payload
     trajectory, history, seed = train_expert(
-        dataset, cfg, index, device=torch.device("cpu"), progress=False
+        dataset, cfg, index, device=torch.device("cpu"), progress=False, dp=plan
     )
     return trajectory.numpy(), history, seed
 

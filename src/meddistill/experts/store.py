@@ -3,7 +3,9 @@
 A buffer is a folder:
   buffer.json                    what produced it: dataset (name, source_id, normalisation),
                                  network spec and parameter layout, optimiser and its settings,
-                                 seed, dtype, P, E, package version, buffer_id; and
+                                 seed, dtype, P, E, package version, buffer_id; `privacy`, the
+                                 (epsilon, delta) guarantee of DP-SGD experts (null: none;
+                                 absent in older buffers); and
                                  `experts`, one summary per finished expert (index, seed, final
                                  train / val accuracy, final_test_acc, per-epoch val_acc),
                                  rewritten atomically after each expert
@@ -149,6 +151,10 @@ _META_FIELDS: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("param_layout.names", True, _list_of(_is_name), "a list of parameter names"),
     ("param_layout.shapes", True, _list_of(_list_of(_int_at_least(0))), "a list of shapes"),
     ("experts", False, _list_of(lambda v: isinstance(v, dict)), "a list of expert summaries"),
+    ("privacy", False, lambda v: v is None or isinstance(v, dict), "an object or null"),
+    ("privacy.epsilon", False, lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("privacy.delta", False, lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("privacy.experts", False, _int_at_least(1), "an integer >= 1"),
 )
 _MISSING = object()
 
@@ -268,6 +274,11 @@ class TrajectoryStore:
     def num_experts(self) -> int:
         """Number of finished experts."""
         return len(self._files)
+
+    @property
+    def privacy(self) -> dict[str, Any] | None:
+        """The buffer's differential-privacy guarantee (buffer.json `privacy`), or None."""
+        return self.meta.get("privacy")
 
     @property
     def layout(self) -> ParamLayout:

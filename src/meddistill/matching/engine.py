@@ -119,6 +119,19 @@ def class_layout(num_classes: int, ipc: int, device: torch.device) -> torch.Tens
     return torch.arange(num_classes, device=device).repeat_interleave(ipc)
 
 
+def check_private_parts(
+    cfg: TrajectoryConfig, parts: TrajectoryParts, store: TrajectoryStore
+) -> None:
+    """On a DP buffer the engine reads only trajectories and noise: refuse what would read
+    the train split (app.dp says why each setting is refused, before any work)."""
+    if cfg.init != "noise" or parts.parameterization is not None:
+        what = f"init {cfg.init}" if cfg.init != "noise" else "an image parameterisation"
+        raise ConfigError(
+            f"the buffer at {store.path} is differentially private; {what} would read real "
+            "training images: use match.init=noise (pixels)"
+        )
+
+
 class Distiller(DistillLoop[DistillState]):
     """Runs one trajectory distillation: `execute()` returns the synthetic set."""
 
@@ -143,7 +156,10 @@ class Distiller(DistillLoop[DistillState]):
         self.dataset, self.store, self.spec, self.device = dataset, store, spec, device
         self.param = parts.parameterization
         self.ipc = self.param.images_per_class if self.param is not None else cfg.ipc
-        if self.param is None:
+        self.private = store.privacy is not None
+        if self.private:
+            check_private_parts(cfg, parts, store)
+        elif self.param is None:
             check_ipc(dataset, cfg.ipc)
         self.total = cfg.iterations
         self.dsa = DSA(run.dsa_strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
@@ -190,8 +206,13 @@ class Distiller(DistillLoop[DistillState]):
         return out
 
     def initial_images(self, generator: torch.Generator) -> torch.Tensor:
-        """ipc real train images per class drawn with `generator` (or noise of that shape)."""
+        """ipc real train images per class drawn with `generator` (or noise of that shape).
+        On a DP buffer: noise drawn without touching the train split (not even its class
+        sizes, which the real draw before the noise would consume)."""
         init = self.cfg.init
+        if self.private:
+            shape = (self.dataset.num_classes * self.cfg.ipc, *self.dataset.image_shape)
+            return torch.randn(shape, generator=generator).to(self.device)
         pool = self._correct_candidates() if init == "real_correct" else None
         images, _ = real_per_class(self.dataset, self.cfg.ipc, generator, pool)
         images = images.to(self.device)

@@ -66,6 +66,10 @@ class MethodEntry:
     windows_of: Callable[[Any], Any] | None = None
     # False: the method selects real images (coresets): no preset, no learned step size.
     synthesises: bool = True
+    # What a trajectory method reads of the real training images besides its initialisation
+    # (match.init), said as "<method> <does what>"; "" for none. A differentially private
+    # distillation (a DP buffer) refuses a method that reads them (app/private.py).
+    reads_real: str = ""
 
     def make_config(self, values: dict[str, Any] | None = None) -> Any:
         return from_dict(self.config_type, values or {}, "match")

@@ -29,7 +29,7 @@ class, and `HaBaParam.num_stored_values()` gives its real storage for budget com
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -286,4 +286,7 @@ def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> Trajecto
     return TrajectoryParts(windows=random_windows(cfg), parameterization=param)
 
 
-METHOD = trajectory_method("haba", "Liu, Wang, Yang, Wang, NeurIPS 2022", HaBaConfig, parts)
+METHOD = replace(
+    trajectory_method("haba", "Liu, Wang, Yang, Wang, NeurIPS 2022", HaBaConfig, parts),
+    reads_real="initialises its bases from real training images (whatever match.init says)",
+)

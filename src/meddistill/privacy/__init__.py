@@ -15,6 +15,11 @@ them. Two checks, one verdict:
 
 audit.py runs them in order (`audit_set`) and writes audit.json and the pairs PNGs
 (`save_audit`); config.py holds the options (`audit:`), report.py the result.
+
+A formal guarantee instead of an audit: differential privacy lives below this package, where
+the experts train (training/dp.py: options and Opacus accounting; training/dp_loop.py: DP-SGD;
+experts/private.py: a buffer's guarantee), and app/private.py decides which distillations
+inherit it and refuses the settings that would read private images.
 """
 
 from meddistill.privacy.attack import AttackStats, attack_stats

@@ -17,6 +17,13 @@ from meddistill.data.draws import draw_per_class
 from meddistill.errors import ConfigError
 from meddistill.models import ModelSpec
 from meddistill.training.config import TrainConfig
+from meddistill.training.dp import (
+    DPConfig,
+    DPPlan,
+    PrivateTraining,
+    check_private_data,
+    plan_dp,
+)
 from meddistill.training.evaluate import (
     EvalConfig,
     evaluate_one_network,
@@ -83,19 +90,42 @@ def _full_report(
     full_nets: int,
     progress: bool,
     device: torch.device,
+    dp: DPConfig | None = None,
 ) -> dict[str, Any]:
-    """The upper bound: `full_nets` networks trained on the whole training split."""
+    """The upper bound: `full_nets` networks trained on the whole training split; with `dp`,
+    each with DP-SGD at (epsilon, delta) on its own (the DP-SGD reference of a private set)."""
     images, labels = full_data(data)
+    plan = full_dp_plan(data, full, dp)
     nets = []
     for k in tqdm(range(full_nets), desc="full data", disable=not progress, unit="net"):
         net_seed = derive_seed(seed, "full", k)
+        private = PrivateTraining(plan, dp.secret("full", k)) if plan and dp else None
         result = evaluate_one_network(
             base_spec, data, images, labels, full,
             index=k, net_seed=net_seed, device=device, test=data.test, val=data.val,
             progress=f"full data net {k + 1}/{full_nets}" if progress else False,
+            private=private,
         )  # fmt: skip
         nets.append({"seed": net_seed, **_numbers(dataclasses.asdict(result))})
-    return {"train": to_dict(full), "nets": nets, **_stats(nets)}
+    report = {"train": to_dict(full), "nets": nets, **_stats(nets)}
+    if plan is not None:
+        report["privacy"] = {**plan.record(), "networks": full_nets, "composition": PER_NETWORK}
+    return report
+
+
+PER_NETWORK = (
+    "per network: each network alone is calibrated to (epsilon, delta); the row averages "
+    "independent repeats of one private release"
+)
+
+
+def full_dp_plan(data: MedicalDataset, full: TrainConfig, dp: DPConfig | None) -> DPPlan | None:
+    """The DP-SGD of one full-data network (None without `dp`); refuses a normalisation
+    measured on the train split, as DP experts do."""
+    if dp is None:
+        return None
+    check_private_data(data)
+    return plan_dp(dp, len(data.train), full.batch_size, full.epochs, 1, "full_dp")
 
 
 def _numbers(net: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +198,7 @@ def baseline(
     progress: bool = True,
     device: torch.device | str | None = None,
     on_subset: SubsetSink | None = None,
+    full_dp: DPConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate the full training set (`full`, or skipped when None) and random subsets.
 
@@ -176,6 +207,7 @@ def baseline(
     j)), each evaluated with `eval_cfg` (lr 0.01 unless eval_cfg.lr is set, since a real subset
     has no learned step size). Mean +- population std over all networks of all subsets.
     `on_subset` receives each random subset, exactly as evaluated, so a caller can save it.
+    `full_dp` trains the full-data networks with DP-SGD (Opacus) at its (epsilon, delta).
     """
     device = torch.device(device) if device is not None else dataset.train.images.device
     data = dataset.to(device)
@@ -196,6 +228,7 @@ def baseline(
             full_nets=full_nets,
             progress=progress,
             device=device,
+            dp=full_dp,
         )
     report["random"] = {
         str(ipc): _random_report(

@@ -30,12 +30,12 @@ from meddistill.errors import ConfigError
 from meddistill.training.config import TrainConfig
 from meddistill.training.loop import (
     TrainResult,
-    _check_generator,
-    _check_inputs,
-    _make_dsa,
     batch_inputs,
+    check_generator,
+    check_inputs,
     epoch_order,
     loss_error,
+    make_dsa,
 )
 from meddistill.training.metrics import classification_loss, evaluate_model, hard_labels
 
@@ -90,7 +90,7 @@ def _check(models: list[nn.Module], generators: list[torch.Generator], cfg: Trai
             f"and {len(generators)} generator(s)"
         )
     for generator in generators:
-        _check_generator(generator)
+        check_generator(generator)
     reason = unbatchable(models[0], cfg)
     if reason is not None:
         raise ConfigError(f"these networks cannot be trained batched: {reason}")
@@ -159,7 +159,7 @@ def train_networks_batched(
     Agrees with K `train_network` calls to float rounding (see the module docstring); the final
     train loss/accuracy and, with `test_split`, the test metrics of each network are returned.
     """
-    _check_inputs(images, labels)
+    check_inputs(images, labels)
     _check(models, generators, cfg)
     device = images.device
     models = [m.to(device).train() for m in models]
@@ -169,7 +169,7 @@ def train_networks_batched(
     )  # elementwise, so stacking changes nothing: each network gets its own momentum buffer
     labels = labels.to(device)
     data = (images, labels, hard_labels(labels))
-    dsa, n = _make_dsa(cfg, images.dim() - 2), images.shape[0]
+    dsa, n = make_dsa(cfg, images.dim() - 2), images.shape[0]
     losses, accs = [math.nan] * len(models), [math.nan] * len(models)
     label = progress if isinstance(progress, str) else "train (batched)"
     for epoch in tqdm(range(cfg.epochs), desc=label, disable=not progress, leave=False):

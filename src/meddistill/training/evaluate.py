@@ -27,6 +27,8 @@ from meddistill.training import parallel
 from meddistill.training.batched import train_networks_batched, unbatchable
 from meddistill.training.compiled import COMPILE_AUTO_WORK, compile_on, valid_compile
 from meddistill.training.config import TrainConfig
+from meddistill.training.dp import PrivateTraining
+from meddistill.training.dp_loop import check_dp_model, train_private
 from meddistill.training.loop import TrainResult, as_pair, train_network
 from meddistill.training.metrics import evaluate_model
 from meddistill.utils import Options, derive_seed, is_integer, make_generator
@@ -329,15 +331,25 @@ def fresh_trained_network(
     test: Any = None,
     progress: str | bool = False,
     compile: bool = False,
+    private: PrivateTraining | None = None,
 ) -> tuple[nn.Module, TrainResult]:
-    """`train_fresh_network`, also returning the trained network (for its features)."""
+    """`train_fresh_network`, also returning the trained network (for its features); with
+    `private`, trained with DP-SGD (training/dp_loop.py; never compiled)."""
     model = build_model_for(spec, dataset, seed=net_seed, device=device)
+    generator = make_generator(derive_seed(net_seed, "train"))
+    if private is not None:
+        check_dp_model(model, spec.name)
+        result = train_private(
+            model, images, labels, train_cfg, private,
+            generator=generator, test_split=test, progress=progress,
+        )  # fmt: skip
+        return model, result
     result = train_network(
         model,
         images,
         labels,
         train_cfg,
-        generator=make_generator(derive_seed(net_seed, "train")),
+        generator=generator,
         test_split=test,
         progress=progress,
         compile=compile,
@@ -359,8 +371,10 @@ def evaluate_one_network(
     progress: str | bool,
     compile: bool = False,
     val: Any = None,
+    private: PrivateTraining | None = None,
 ) -> NetResult:
-    """Train one fresh network from `net_seed`; score it on `val` and `test` (either None).
+    """Train one fresh network from `net_seed` (with DP-SGD when `private`); score it on `val`
+    and `test` (either None).
 
     The one place a network of the protocol is made and scored: `evaluate_set` calls it for
     its k-th network, and the benchmark grid for each network it still lacks, so both give
@@ -369,6 +383,7 @@ def evaluate_one_network(
     model, result = fresh_trained_network(
         spec, dataset, images, labels, train_cfg,
         net_seed=net_seed, device=device, test=test, progress=progress, compile=compile,
+        private=private,
     )  # fmt: skip
     return _net_result(index, net_seed, result, _scores(model, val))
 

@@ -45,7 +45,7 @@ class TrainResult:
         return asdict(self)
 
 
-def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+def check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
     if images.shape[0] != labels.shape[0]:
         raise ConfigError(
             f"train_network got {images.shape[0]} images but {labels.shape[0]} labels"
@@ -68,7 +68,7 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
         )
 
 
-def _make_dsa(cfg: TrainConfig, spatial_dims: int) -> DSA | None:
+def make_dsa(cfg: TrainConfig, spatial_dims: int) -> DSA | None:
     return DSA(cfg.dsa_strategy, spatial_dims=spatial_dims) if cfg.dsa else None
 
 
@@ -144,7 +144,7 @@ def _run_epoch(
     return loss_sum, correct
 
 
-def _check_generator(generator: torch.Generator) -> None:
+def check_generator(generator: torch.Generator) -> None:
     """Batch order and DSA are drawn on the CPU so that results do not depend on the device."""
     if generator.device.type != "cpu":
         raise ConfigError(
@@ -205,7 +205,7 @@ def _prepare(
     labels = labels.to(device)
     model.train()
     base, gsam = _make_optimizers(model, cfg)
-    dsa = _make_dsa(cfg, images.dim() - 2)
+    dsa = make_dsa(cfg, images.dim() - 2)
     targets = hard_labels(labels)
     test_pair = None
     if test_split is not None:
@@ -248,16 +248,24 @@ def _train_epoch(
 
 
 def _result(state: _LoopState, history: list[dict[str, float]]) -> TrainResult:
-    """The run's final numbers; the test split is evaluated unless the last epoch already was."""
+    return final_result(state.model, state.test_pair, history)
+
+
+def final_result(
+    model: nn.Module,
+    test_pair: tuple[torch.Tensor, torch.Tensor] | None,
+    history: list[dict[str, float]],
+) -> TrainResult:
+    """A run's final numbers; the test split is evaluated unless the last epoch already was."""
     last = history[-1] if history else {}
     result = TrainResult(
         train_loss=last.get("loss", math.nan), train_acc=last.get("acc", math.nan), history=history
     )
-    if state.test_pair is not None:
+    if test_pair is not None:
         if "test_acc" in last:
             metrics = {k[5:]: v for k, v in last.items() if k.startswith("test_")}
         else:
-            metrics = evaluate_model(state.model, *state.test_pair)
+            metrics = evaluate_model(model, *test_pair)
         result.test_acc = metrics["acc"]
         result.test_auc = metrics["auc"]
         result.test_loss = metrics["loss"]
@@ -292,8 +300,8 @@ def train_network(
     `compile`: run the training step through torch.compile (training/compiled.py): faster on
     larger batches, equal to the eager run to float tolerance, eager again if compiling fails.
     """
-    _check_inputs(images, labels)
-    _check_generator(generator)
+    check_inputs(images, labels)
+    check_generator(generator)
     state = _prepare(model, images, labels, cfg, generator, test_split, compile)
     history: list[dict[str, float]] = []
     with tqdm(
