@@ -35,7 +35,14 @@ from meddistill.experts.store import TrajectoryStore, train_batch_size
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.registry import get_method
 from meddistill.models.spec import ModelSpec
-from meddistill.privacy import AuditConfig, AuditNetworks, AuditReport, audit_set, save_audit
+from meddistill.privacy import (
+    AuditConfig,
+    AuditNetworks,
+    AuditReport,
+    ShadowPipeline,
+    audit_set,
+    save_audit,
+)
 from meddistill.runs import slug
 from meddistill.training.config import TrainConfig
 from meddistill.training.dp import DPConfig
@@ -178,22 +185,28 @@ def audit(
     device: str = "auto",
     progress: bool = True,
     out: str | Path | None = None,
+    shadows: int = 0,
+    pipeline: ShadowPipeline | None = None,
 ) -> AuditReport:
     """Would sharing `synthetic` give away patients of `dataset`? Near copies of training
     images (pixel and feature space, against held-out images' own distances), a loss
     membership attack on `num_nets` networks trained `epochs` epochs on the set (and on the
     `references`), and a green/amber/red verdict (meddistill.privacy.verdict). `out` names a
-    folder for audit.json and the pairs PNGs; without it nothing is written."""
+    folder for audit.json and the pairs PNGs; without it nothing is written.
+    `shadows` > 0 adds LiRA: `pipeline` (a meddistill.privacy.ShadowPipeline, whose
+    train(half, k) returns the networks a run of the set's pipeline on `half` gives) runs on
+    that many random halves of the data; `meddistill audit RUN audit.shadows=N` builds it from
+    the set's own recipe."""
     strategy = dsa_strategy_for(dataset)
     cfg = AuditConfig(quantile=quantile, pairs=pairs, members=members, bootstrap=bootstrap,
-                      references=list(references))  # fmt: skip
+                      references=list(references), shadows=shadows)  # fmt: skip
     nets = AuditNetworks(
         attack=EvalConfig(num_nets=num_nets, epochs=epochs, lr=lr, dsa_strategy=strategy),
         full_train=TrainConfig(epochs=full_epochs, lr=0.01, dsa_strategy=strategy),
         model=model or ModelSpec(), seed=seed,
     )  # fmt: skip
     report = audit_set(synthetic, dataset, cfg, nets, device=resolve_device(device),
-                       progress=progress)  # fmt: skip
+                       progress=progress, shadows=pipeline, work=out)  # fmt: skip
     if out is not None:
         save_audit(report, synthetic, dataset, out, pairs)
     return report

@@ -289,7 +289,12 @@ def _table_parser(sub: Any) -> None:
     tab = sub.add_parser("table", help="paper-style tables from the results database")
     tab.add_argument("--runs-dir", default="runs")
     tab.add_argument("--db", help="results database (default RUNS/results.sqlite)")
-    tab.add_argument("--kind", default="main", choices=["main", "cross-arch", "ipc-vs"])
+    tab.add_argument(
+        "--kind",
+        default="main",
+        choices=["main", "cross-arch", "ipc-vs", "audit"],
+        help="audit: the privacy audits of the grid's sets (verdict, near copies, attacks)",
+    )
     tab.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     tab.add_argument("--out", help="write the table to this file instead of printing it")
     tab.add_argument("--grid", help="only rows of this grid")

@@ -49,10 +49,11 @@ def result(artifact_id: str, seed: int, acc: float, arch: str = "convnet", k: in
 def test_new_database_has_the_documented_schema(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "results.sqlite"
     with ResultsDB(path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 4
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 5
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"meta", "artifacts", "evals", "results", "grid_cells", "claims"}
+    assert tables == {"meta", "artifacts", "evals", "results", "grid_cells", "claims", "audits",
+                      "grid_audits"}  # fmt: skip
     cols = [r[1] for r in con.execute("PRAGMA table_info(results)")]
     assert cols[:6] == ["artifact_id", "arch", "eval_id", "eval_seed", "net_index", "acc"]
     assert {"wall_s", "cpu_s", "peak_mem_mb", "epochs", "lr", "auc"} <= set(cols)
@@ -167,19 +168,19 @@ def test_an_old_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "r.sqlite"
     with ResultsDB(path) as db:
         db.add_artifact(artifact("a1"))
-    migrations = {**dbmod.MIGRATIONS, 5: ("ALTER TABLE results ADD COLUMN note TEXT",)}
+    migrations = {**dbmod.MIGRATIONS, 6: ("ALTER TABLE results ADD COLUMN note TEXT",)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", migrations)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 5)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
     with ResultsDB(path) as db:
-        assert db.schema_version() == 5
+        assert db.schema_version() == 6
         assert db.artifact("a1") is not None  # the data survived
     con = sqlite3.connect(path)
     assert "note" in [r[1] for r in con.execute("PRAGMA table_info(results)")]
     con.close()
     # A version with no migration path is refused, not half-migrated.
-    kept = {v: dbmod.MIGRATIONS[v] for v in (1, 2, 3, 4)}
+    kept = {v: dbmod.MIGRATIONS[v] for v in (1, 2, 3, 4, 5)}
     monkeypatch.setattr(dbmod, "MIGRATIONS", kept)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 7)
     with pytest.raises(ArtifactError, match="cannot migrate"):
         ResultsDB(path)
 
@@ -246,8 +247,10 @@ def test_a_version_2_database_is_read_as_it_is_and_migrated_to_the_current(
         assert reader.schema_version() == 2
         got = reader.artifact("a1")
         assert got is not None and got.wall_s == 2.0 and got.cpu_s is None
-    with ResultsDB(path) as writer:  # migrated (3: cpu_s, 4: val_acc and val_auc)
-        assert writer.schema_version() == dbmod.SCHEMA_VERSION == 4
+        assert reader.audits() == [] and reader.audit("a1", "x") is None  # no audits table yet
+    with ResultsDB(path) as writer:  # migrated (3: cpu_s, 4: val_acc and val_auc, 5: audits)
+        assert writer.schema_version() == dbmod.SCHEMA_VERSION == 5
+        assert writer.count("audits") == writer.count("grid_audits") == 0
         assert {"val_acc", "val_auc"} <= {
             r[1] for r in writer._conn.execute("PRAGMA table_info(results)")
         }

@@ -235,10 +235,11 @@ def test_schema_versions_on_a_reader(
 ) -> None:
     db_path = results_db(workdir / "r.sqlite")
     argv = ["table", "--db", str(db_path)]
-    # version 1 (before claims, cpu_s and val_*) is read as it is: no migration, not a byte
-    # changed
+    # version 1 (before claims, cpu_s, val_* and audits) is read as it is: no migration, not a
+    # byte changed
     con = sqlite3.connect(db_path)
-    con.execute("DROP TABLE claims")
+    for table in ("grid_audits", "audits", "claims"):
+        con.execute(f"DROP TABLE {table}")
     for table in ("artifacts", "results"):
         con.execute(f"ALTER TABLE {table} DROP COLUMN cpu_s")
     for column in ("val_acc", "val_auc"):
@@ -254,7 +255,7 @@ def test_schema_versions_on_a_reader(
     monkeypatch.undo()
     # a writer migrates it, keeping the data
     with ResultsDB(db_path) as db:
-        assert db.schema_version() == dbmod.SCHEMA_VERSION == 4
+        assert db.schema_version() == dbmod.SCHEMA_VERSION == 5
         assert db.count("results") == 4 and db.count("claims") == 0
         assert all(r.cpu_s is None and r.val_acc is None for r in db.results())
     set_version(db_path, "99")

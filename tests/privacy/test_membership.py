@@ -8,9 +8,10 @@ import json
 
 import pytest
 import torch
+from toydata import noise_dataset, noise_split
 
 import meddistill as md
-from meddistill.data.dataset import MedicalDataset, Normalization, Split
+from meddistill.data.dataset import MedicalDataset
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError
 from meddistill.models import ModelSpec
@@ -27,19 +28,6 @@ MEMORISE = TrainConfig(epochs=300, lr=0.05, dsa=False, lr_schedule="none")
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     return one_thread
-
-
-def noise_split(n: int, gen: torch.Generator) -> Split:
-    """8x8 noise images with labels unrelated to them: only memorising fits them."""
-    return Split(torch.randn(n, 1, 8, 8, generator=gen), torch.arange(n) % 3)
-
-
-def noise_dataset(n_train: int, n_val: int, seed: int = 0) -> MedicalDataset:
-    gen = torch.Generator().manual_seed(seed)
-    splits = {k: noise_split(n, gen) for k, n in (("train", n_train), ("val", n_val),
-                                                  ("test", 9))}  # fmt: skip
-    return MedicalDataset("noise", splits, ["a", "b", "c"], Normalization((0.0,), (1.0,)),
-                          source_id="noise-source")  # fmt: skip
 
 
 def test_the_attack_finds_the_members_of_networks_overfit_to_them():

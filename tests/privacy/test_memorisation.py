@@ -89,6 +89,22 @@ def test_verdict_rules():
     assert red.to_dict()["numbers"]["copies_8bit"] == 2
 
 
+def test_verdict_reads_lira_too_when_the_audit_ran_shadows():
+    train, heldout = draws(200, 1), draws(100, 2)
+    fresh = memorisation(draws(10, 3), train, heldout, quantile=0.01, space="pixel")
+    chance = attack(0.5, (0.47, 0.53))
+    green = verdict(fresh, fresh, chance, chance)
+    assert green.light == "green" and "LiRA" in green.paragraph
+    assert green.numbers["lira_auc"] == 0.5
+    red = verdict(fresh, fresh, chance, attack(0.7, (0.62, 0.78)))
+    assert red.light == "red" and red.fired == ["R3"]
+    assert "A shadow-model attack (LiRA) on models trained on it reaches AUC 0.70" in red.paragraph
+    amber = verdict(fresh, fresh, chance, attack(0.53, (0.51, 0.55)))
+    assert amber.fired == ["A3"] and "(LiRA)" in amber.paragraph
+    both = verdict(fresh, fresh, attack(0.53, (0.51, 0.55)), attack(0.7, (0.62, 0.78)))
+    assert both.fired == ["R3"]  # the red rule of one attack outranks the amber of the other
+
+
 def test_pairs_png_puts_each_image_beside_its_nearest_train_image(tmp_path):
     train = draws(30, 1).clamp(-2, 2)
     syn = train[[7, 2]]

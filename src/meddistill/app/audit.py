@@ -4,17 +4,28 @@ folder (config.yaml, log.txt, audit.json, pairs PNGs) and return the report."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meddistill.app.config import AuditJob, device_of
+from meddistill.app.config import AuditJob, DistillJob, device_of
+from meddistill.app.shadows import cost_line, distill_pipeline, shadow_job
 from meddistill.config import load_yaml, to_dict
 from meddistill.costs import measure, record_cost
 from meddistill.data.synthetic import META, TENSORS, SyntheticSet
 from meddistill.errors import ConfigError
-from meddistill.privacy.audit import AuditNetworks, audit_set, check_audit, save_audit
+from meddistill.privacy.audit import (
+    AuditNetworks,
+    audit_set,
+    check_audit,
+    check_shadows,
+    save_audit,
+)
 from meddistill.privacy.report import AuditReport
-from meddistill.runs import RunDir, environment_info
+from meddistill.privacy.shadows import SHADOW_FOLDER
+from meddistill.runs import RunDir, environment_info, inside, slug
+from meddistill.utils import stable_hash
 
 
 def set_folder(path: str | Path) -> Path:
@@ -68,13 +79,24 @@ def run_audit(job: AuditJob, runs_root: str | Path, progress: bool = True) -> di
         full_train=dataclasses.replace(job.full_train, dsa_strategy=strategy),
         device=str(device),
     )
-    with _run_folder(used, dataset.name, runs_root) as run:
+    folder = _run_path(used, dataset.name, runs_root)
+    recipe = _recipe(used, where)
+    pipeline = None
+    if recipe is not None:  # LiRA: the set's recipe run by shadows, in RUN/shadows/
+        pipeline = distill_pipeline(recipe, _networks(used), device=device,
+                                    work=folder / SHADOW_FOLDER, progress=progress)  # fmt: skip
+    check_shadows(dataset, used.audit, used.seed, pipeline)
+    with RunDir(folder, {"job": to_dict(used)}) as run:
         run.save_json("env.json", environment_info())
         run.log(f"audit of {where} ({syn.meta.get('method', '?')}, {syn.images.shape[0]} "
                 f"images) against {dataset.name}")  # fmt: skip
+        say = _teller(run, progress)
+        if recipe is not None:  # said whatever the progress setting: it can take hours
+            _teller(run, True)(cost_line(recipe, used.audit.shadows, where.parent))
         with measure("audit", device) as cost:
             report = audit_set(syn, dataset, used.audit, _networks(used), device=device,
-                               progress=progress, log=run.log)  # fmt: skip
+                               progress=progress, log=say, shadows=pipeline,
+                               work=run.path)  # fmt: skip
         record_cost(run.path, cost)
         report.config = {"job": to_dict(used), **report.config}
         path = save_audit(report, syn, dataset, run.path, used.audit.pairs)
@@ -89,17 +111,51 @@ def _networks(job: AuditJob) -> AuditNetworks:
                          subset_lr=job.subset_lr, seed=job.seed)  # fmt: skip
 
 
-def _run_folder(job: AuditJob, dataset: str, runs_root: str | Path) -> RunDir:
+def _recipe(job: AuditJob, where: Path) -> DistillJob | None:
+    """The distill job LiRA's shadows run (the set's run folder's config.yaml with
+    audit.shadow_overrides), or None without shadows."""
+    if not job.audit.shadows:
+        return None
+    return shadow_job(where.parent, job.audit.shadow_overrides, job.device)
+
+
+# LiRA's options, added after audit folders existed: left out of the folder's hash while LiRA
+# is off, so an audit without shadows keeps its folder.
+_LIRA_OPTIONS = ("shadows", "shadow_overrides", "lira_global_variance")
+
+
+def _run_path(job: AuditJob, dataset: str, runs_root: str | Path) -> Path:
     """job.out, else runs_root/audit/<dataset>-<hash of the job> (the same job: same folder)."""
-    config = {"job": to_dict(job)}
     if job.out:
-        return RunDir(job.out, config)
-    return RunDir.for_command(runs_root, "audit", dataset, config)
+        return Path(job.out)
+    config = {"job": to_dict(job)}
+    if not job.audit.shadows:
+        audit = config["job"]["audit"]
+        config["job"]["audit"] = {k: v for k, v in audit.items() if k not in _LIRA_OPTIONS}
+    name = f"{slug(dataset)}-{stable_hash(config, 8)}"
+    return inside(runs_root, Path(runs_root) / "audit" / name, "run folder")
+
+
+def _teller(run: RunDir, echo: bool) -> Callable[[str], None]:
+    """log(line): into log.txt, and on stderr too when `echo` (a user waits for the stages,
+    LiRA's shadows above all)."""
+
+    def say(line: str) -> None:
+        run.log(line)
+        if echo:
+            print(line, file=sys.stderr)
+
+    return say
 
 
 def _headline(report: AuditReport) -> dict[str, Any]:
     """The numbers metrics.jsonl keeps of an audit."""
     att = report.attacks["synthetic"]
-    return {"near_copies_pixel": report.memorisation["pixel"].count,
-            "near_copies_features": report.memorisation["features"].count,
-            "attack_auc": att.auc, "attack_auc_ci": list(att.auc_ci)}  # fmt: skip
+    out = {"near_copies_pixel": report.memorisation["pixel"].count,
+           "near_copies_features": report.memorisation["features"].count,
+           "attack_auc": att.auc, "attack_auc_ci": list(att.auc_ci)}  # fmt: skip
+    if "lira" in report.attacks:
+        out.update(
+            lira_auc=report.attacks["lira"].auc, lira_auc_ci=list(report.attacks["lira"].auc_ci)
+        )
+    return out

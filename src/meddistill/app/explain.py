@@ -69,7 +69,7 @@ COMMON: dict[str, tuple[str, ...]] = {
     ),
     "eval": ("models", "num_nets", "epochs", "lr", "batch_size"),
     "full_train": ("epochs", "lr", "batch_size"),
-    "audit": ("quantile", "members", "bootstrap", "references"),
+    "audit": ("quantile", "members", "bootstrap", "references", "shadows", "shadow_overrides"),
 }
 # Keys a preset sets that say which data or run it is, not values tuned on that data.
 _NOT_TUNED = ("tuned_for", "method", "dataset.name", "dataset.root", "dataset.download")

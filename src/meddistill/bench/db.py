@@ -4,7 +4,7 @@ Why SQLite: a grid is killed and resumed, several grids share buffers and synthe
 tables are computed long after; one file with transactions and UNIQUE keys makes a re-run
 update a row instead of adding a second one, and needs no server.
 
-Schema (SCHEMA_VERSION = 4):
+Schema (SCHEMA_VERSION = 5):
 
   meta(key TEXT PRIMARY KEY, value TEXT)
       'schema_version' (an integer as text), 'created', 'meddistill_version'.
@@ -44,13 +44,27 @@ Schema (SCHEMA_VERSION = 4):
       grid, label  the grid and the cell, for messages
       host, pid, started   the owner process (started: its start time, against pid reuse)
       claimed_at, heartbeat   unix times: when taken, and the owner's last sign of life
+  audits (version 5)       one row per privacy audit of a synthetic set (meddistill.privacy)
+      artifact_id  -> artifacts.id       audit_id   hash of the artifact and the audit's settings
+      light        'green' | 'amber' | 'red'      images   the set's images
+      near_copies_pixel, near_copies_features, copies_8bit
+      attack_auc, attack_auc_lo, attack_auc_hi, attack_tpr, attack_tpr_lo, attack_tpr_hi
+                   the loss attack on networks trained on the set: AUC and TPR at 1 % FPR with
+                   their 95 % bootstrap intervals
+      lira_auc .. lira_tpr_hi, shadows   the same for LiRA (NULL, 0 without shadows)
+      path         its audit.json (stored as artifacts.path is)     config   JSON of the audit job
+      wall_s, created
+      PRIMARY KEY (artifact_id, audit_id): an audit is recorded once, a re-run skips it
+  grid_audits(grid, artifact_id, audit_id) (version 5)  which audits a grid asked for, so
+      `meddistill table --kind audit --grid G` shows exactly that grid's.
 
 Writers (ResultsDB(path)) run the migrations MIGRATIONS[v] for v = old+1 .. current in one
 transaction; a newer or unknown version is refused with an ArtifactError. Readers
 (ResultsDB(path, create=False): `meddistill table`, `report`) open the file read-only (an SQLite
 `mode=ro` URI), never migrate and need no write access, so a results folder on a read-only mount
 or owned by someone else can be read; they accept versions READABLE_SINCE .. SCHEMA_VERSION and
-read a column an older version lacks (cpu_s before 3, val_* before 4) as NULL.
+read a column an older version lacks (cpu_s before 3, val_* before 4) as NULL, and no audits
+before 5.
 """
 
 from __future__ import annotations
@@ -79,7 +93,7 @@ from meddistill.costs import Cost, measure
 from meddistill.errors import ArtifactError
 from meddistill.utils import json_text
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The oldest version a reader understands without migrating (version 2 only added `claims`,
 # version 3 the cpu_s columns, read as NULL from older files).
 READABLE_SINCE = 1
@@ -153,6 +167,43 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: (
         "ALTER TABLE results ADD COLUMN val_acc REAL",
         "ALTER TABLE results ADD COLUMN val_auc REAL",
+    ),
+    5: (
+        """CREATE TABLE audits (
+            artifact_id TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
+            audit_id TEXT NOT NULL,
+            light TEXT NOT NULL CHECK (light IN ('green', 'amber', 'red')),
+            images INTEGER,
+            near_copies_pixel INTEGER,
+            near_copies_features INTEGER,
+            copies_8bit INTEGER,
+            attack_auc REAL,
+            attack_auc_lo REAL,
+            attack_auc_hi REAL,
+            attack_tpr REAL,
+            attack_tpr_lo REAL,
+            attack_tpr_hi REAL,
+            lira_auc REAL,
+            lira_auc_lo REAL,
+            lira_auc_hi REAL,
+            lira_tpr REAL,
+            lira_tpr_lo REAL,
+            lira_tpr_hi REAL,
+            shadows INTEGER NOT NULL DEFAULT 0,
+            path TEXT,
+            config TEXT NOT NULL,
+            wall_s REAL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (artifact_id, audit_id)
+        )""",
+        """CREATE TABLE grid_audits (
+            grid TEXT NOT NULL,
+            artifact_id TEXT NOT NULL,
+            audit_id TEXT NOT NULL,
+            PRIMARY KEY (grid, artifact_id, audit_id),
+            FOREIGN KEY (artifact_id, audit_id) REFERENCES audits (artifact_id, audit_id)
+                ON DELETE CASCADE
+        )""",
     ),
 }
 
@@ -239,6 +290,46 @@ class ResultRow(Result):
     setting: str = ""
 
 
+@dataclass
+class AuditRow:
+    """A row of `audits`: one privacy audit of a synthetic set (path: absolute, or None)."""
+
+    artifact_id: str
+    audit_id: str
+    light: str
+    images: int | None = None
+    near_copies_pixel: int | None = None
+    near_copies_features: int | None = None
+    copies_8bit: int | None = None
+    attack_auc: float | None = None
+    attack_auc_lo: float | None = None
+    attack_auc_hi: float | None = None
+    attack_tpr: float | None = None
+    attack_tpr_lo: float | None = None
+    attack_tpr_hi: float | None = None
+    lira_auc: float | None = None
+    lira_auc_lo: float | None = None
+    lira_auc_hi: float | None = None
+    lira_tpr: float | None = None
+    lira_tpr_lo: float | None = None
+    lira_tpr_hi: float | None = None
+    shadows: int = 0
+    path: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    created: str = ""
+
+
+@dataclass
+class AuditedSet(AuditRow):
+    """An audit joined with what its artifact is (for tables)."""
+
+    dataset: str = ""
+    method: str = ""
+    ipc: int | None = None
+    seed: int | None = None
+
+
 @dataclass(frozen=True)
 class Owner:
     """A process that claims work: its host, pid and start time (a reused pid differs in it)."""
@@ -265,6 +356,7 @@ class Claim:
 
 _ARTIFACT_COLS = tuple(Artifact.__dataclass_fields__)
 _RESULT_COLS = tuple(Result.__dataclass_fields__)
+_AUDIT_COLS = tuple(AuditRow.__dataclass_fields__)
 _CLAIM_COLS = ("artifact_id", "grid", "label", "host", "pid", "started", "claimed_at", "heartbeat")
 
 
@@ -663,6 +755,78 @@ class ResultsDB:
     def grids(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT grid FROM grid_cells ORDER BY 1")]
 
+    # Audits (version 5) -------------------------------------------------------------------------
+    def _has_table(self, name: str) -> bool:
+        """Whether the file has table `name` (a reader of an older version may lack it)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def add_audit(self, row: AuditRow, grid: str | None = None) -> None:
+        """Insert or replace the audit (artifact_id, audit_id); `grid`: a grid that asked for it."""
+        values = {c: getattr(row, c) for c in _AUDIT_COLS}
+        values.update(config=json_text(row.config, sort_keys=True), path=self._store_path(row.path),
+                      created=row.created or _now())  # fmt: skip
+        cols, marks = ", ".join(_AUDIT_COLS), ", ".join("?" for _ in _AUDIT_COLS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _AUDIT_COLS[2:])
+        with self._tx():
+            self._conn.execute(
+                f"INSERT INTO audits ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT (artifact_id, audit_id) DO UPDATE SET {updates}",
+                [values[c] for c in _AUDIT_COLS],
+            )
+        if grid is not None:
+            self.add_grid_audit(grid, row.artifact_id, row.audit_id)
+
+    def add_grid_audit(self, grid: str, artifact_id: str, audit_id: str) -> None:
+        """Remember that `grid` asked for this audit."""
+        with self._tx():
+            self._conn.execute(
+                "INSERT INTO grid_audits (grid, artifact_id, audit_id) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (grid, artifact_id, audit_id),
+            )
+
+    def audit(self, artifact_id: str, audit_id: str) -> AuditRow | None:
+        """The recorded audit, or None (also for a database from before audits)."""
+        if not self._has_table("audits"):
+            return None
+        row = self._conn.execute(
+            f"SELECT {', '.join(_AUDIT_COLS)} FROM audits WHERE artifact_id = ? AND audit_id = ?",
+            (artifact_id, audit_id),
+        ).fetchone()
+        return None if row is None else AuditRow(**self._audit_values(row))
+
+    def audits(self, grid: str | None = None) -> list[AuditedSet]:
+        """Every audit joined with its artifact (`grid`: those the grid asked for), ordered by
+        dataset, method, IPC and seed; [] for a database from before audits."""
+        if not self._has_table("audits"):
+            return []
+        cols = ", ".join(f"u.{c}" for c in _AUDIT_COLS)
+        where, args = "", []
+        if grid is not None:
+            where = (" WHERE EXISTS (SELECT 1 FROM grid_audits g WHERE g.grid = ? AND "
+                     "g.artifact_id = u.artifact_id AND g.audit_id = u.audit_id)")  # fmt: skip
+            args.append(grid)
+        rows = self._conn.execute(
+            f"SELECT {cols}, a.dataset, a.method, a.ipc, a.seed FROM audits u JOIN artifacts a "
+            f"ON a.id = u.artifact_id{where} ORDER BY a.dataset, a.method, a.ipc, a.seed, "
+            "u.audit_id",
+            args,
+        ).fetchall()
+        n, joined = len(_AUDIT_COLS), ("dataset", "method", "ipc", "seed")
+        return [
+            AuditedSet(**self._audit_values(r[:n]), **dict(zip(joined, r[n:], strict=True)))
+            for r in rows
+        ]
+
+    def _audit_values(self, row: Sequence[Any]) -> dict[str, Any]:
+        data = dict(zip(_AUDIT_COLS, row, strict=True))
+        data["config"] = json.loads(data["config"])
+        data["path"] = self._load_path(data["path"])
+        return data
+
     # Claims (bench/claims.py decides who may take over) -----------------------------------------
     def take_claim(
         self, claim: Claim, replaceable: Callable[[Claim], bool]
@@ -713,7 +877,8 @@ class ResultsDB:
         return [_claim_row(r) for r in rows.fetchall()]
 
     def count(self, table: str) -> int:
-        if table not in ("artifacts", "evals", "results", "grid_cells", "claims"):
+        if table not in ("artifacts", "evals", "results", "grid_cells", "claims", "audits",
+                         "grid_audits"):  # fmt: skip
             raise ArtifactError(f"unknown table {table!r}")
         return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

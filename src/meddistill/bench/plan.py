@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meddistill.app.config import AuditJob
 from meddistill.bench.db import ResultsDB
 from meddistill.bench.runners import CORESET_METHODS, _registered
-from meddistill.bench.spec import DatasetEntry, GridSpec, _dataset_config, _dataset_identity
+from meddistill.bench.spec import (
+    DatasetEntry,
+    GridSpec,
+    _dataset_config,
+    _dataset_identity,
+    audit_job_section,
+)
 from meddistill.config import apply_overrides, from_dict, load_yaml, merge, to_dict
 from meddistill.errors import ConfigError
 from meddistill.matching.config import match_identity
@@ -50,6 +57,8 @@ class Cell:
     archs: list[str]
     num_nets: int
     base: str | None = None  # the method a variant row runs (None: `method` itself)
+    audit: dict[str, Any] | None = None  # the AuditJob keys of its audit (grid.audit), or None
+    audit_id: str | None = None  # hash of the artifact and its audit's settings
 
     @property
     def runner(self) -> str:
@@ -285,7 +294,26 @@ def plan(grid: GridSpec) -> list[Cell]:
         cells.append(make(grid, entry, method, ipc, seed, len(cells)))  # type: ignore[arg-type]
     if not cells:
         raise ConfigError("every cell of the grid is excluded; nothing to run")
+    section = audit_job_section(grid.audit)
+    for cell in cells:
+        if section is not None and cell.kind == "synthetic":
+            _plan_audit(cell, section)
     return cells
+
+
+# AuditJob keys that say where or on what an audit runs, not what it measures.
+_AUDIT_EXECUTION_KEYS = ("synthetic", "out", "device", "tuned_for")
+
+
+def _plan_audit(cell: Cell, section: dict[str, Any]) -> None:
+    """The cell's audit: grid.audit on the cell's network (its dataset and set are added when
+    it runs); its id hashes the artifact and what the audit measures, how."""
+    cell.audit = {**section, "model": cell.config.get("model", {})}
+    job = to_dict(from_dict(AuditJob, {**cell.audit, "dataset": cell.config["dataset"]}))
+    identity = {k: v for k, v in job.items() if k not in _AUDIT_EXECUTION_KEYS}
+    identity["dataset"] = _dataset_identity(identity["dataset"])
+    identity["eval"] = {k: v for k, v in job["eval"].items() if k not in EvalConfig.SCHEDULING}
+    cell.audit_id = stable_hash({"artifact": cell.artifact_id, "audit": identity})
 
 
 def cell_status(cells: Sequence[Cell], db: ResultsDB) -> list[tuple[Cell, bool, int, int]]:

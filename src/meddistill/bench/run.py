@@ -4,7 +4,8 @@ Expert buffers and synthetic sets live in folders named by a hash of what produc
 (meddistill.app), and the results database (bench/db.py) records each finished artifact and
 each trained evaluation network. Running a grid again, after a kill or with more seeds or
 architectures, skips every network whose row exists and every artifact already made, and
-resumes a half-made buffer or distillation from its own checkpoints.
+resumes a half-made buffer or distillation from its own checkpoints. With grid.audit, each
+synthetic set is then audited (bench/audits.py), once.
 
 Several processes may run one grid at once (e.g. one per core or GPU): each claims a cell in
 the database before it starts it (bench/claims.py), skips cells claimed by another process
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from meddistill.bench import claims
+from meddistill.bench.audits import audit_cell, audit_done
 from meddistill.bench.claims import ClaimBusy, describe
 from meddistill.bench.db import Artifact, Claim, ResultsDB
 from meddistill.bench.db import Result as ResultRecord
@@ -113,18 +115,28 @@ def _finite(value: float) -> float | None:
 
 
 def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
-    """Make the cell's artifact if needed and train its missing networks; return how many."""
+    """Make the cell's artifact if needed, train its missing networks and make its audit
+    when the grid asks for one; return how many networks were trained."""
     ctx.db.add_eval(cell.eval_id, cell.eval)
     nets = cell.networks()
     missing = [n for n in nets if not ctx.db.has_result(cell.artifact_id, n[0], cell.eval_id, n[2])]
     known = ctx.db.artifact(cell.artifact_id)
-    if not missing and known is not None:
+    if not missing and known is not None and audit_done(cell, ctx):
         ctx.db.add_grid_cell(grid_name, cell.artifact_id, cell.eval_id)
+        audit_cell(cell, ctx, known)  # recorded already: only noted as this grid's
         return 0
     art = _produce(cell, ctx)
     ctx.db.add_grid_cell(grid_name, cell.artifact_id, cell.eval_id)
-    if not missing:
-        return 0
+    if missing:
+        _train_missing(cell, ctx, art, missing)
+    audit_cell(cell, ctx, art)
+    return len(missing)
+
+
+def _train_missing(
+    cell: Cell, ctx: RunContext, art: Artifact, missing: list[tuple[str, int, int]]
+) -> None:
+    """Train and record the cell's networks that have no row yet."""
     dataset = ctx.dataset(cell.config["dataset"])
     evs = _eval_set(cell, ctx, dataset, art.path)
     train = evs.train
@@ -168,13 +180,14 @@ def run_cell(cell: Cell, ctx: RunContext, grid_name: str) -> int:
         )
         claims.heartbeat(ctx.db, cell.artifact_id, ctx.owner)
         ctx.log(f"  {arch} net {k + 1}/{cell.num_nets}: acc {100 * out.acc:.2f} %")
-    return len(missing)
 
 
 def _complete(cell: Cell, db: ResultsDB) -> bool:
     nets = cell.networks()
     made = db.artifact(cell.artifact_id) is not None
-    return made and all(db.has_result(cell.artifact_id, a, cell.eval_id, s) for a, _, s in nets)
+    audited = cell.audit_id is None or db.audit(cell.artifact_id, cell.audit_id) is not None
+    done = all(db.has_result(cell.artifact_id, a, cell.eval_id, s) for a, _, s in nets)
+    return made and done and audited
 
 
 @dataclass

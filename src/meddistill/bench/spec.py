@@ -20,6 +20,10 @@ the grid file's folder):
     full_train: {epochs: 30}           # training of the full-data networks
     full_nets: 1
     exclude: [{method: datm, ipc: 2}]  # cells to leave out
+    audit: {enabled: true, members: 500, shadows: 0, eval: {num_nets: 2, epochs: 300}}
+                                       # audit every synthetic set after evaluating it
+                                       # (audit.* options; eval, full_train, subset_lr, seed:
+                                       # the audit's networks; meddistill.privacy)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meddistill.app.config import DatasetConfig, dataset_section_identity
+from meddistill.app.config import AuditJob, DatasetConfig, dataset_section_identity
 from meddistill.config import apply_overrides, from_dict, load_yaml
 from meddistill.errors import ConfigError
 from meddistill.training.evaluate import DEFAULT_LR
@@ -79,6 +83,7 @@ class GridSpec:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     root: str | None = None
     device: str = "auto"
+    audit: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\"):
@@ -129,6 +134,7 @@ class GridSpec:
             raise ConfigError(f"grid.full_nets must be >= 1, got {self.full_nets}")
         if not self.random_lr > 0:
             raise ConfigError(f"grid.random_lr must be > 0, got {self.random_lr}")
+        audit_job_section(self.audit)  # refuses a bad audit section now, before any work
         for rule in self.exclude:
             unknown = sorted(set(rule) - {"dataset", "method", "ipc", "seed"})
             if unknown or not rule:
@@ -186,6 +192,30 @@ class GridSpec:
                 method_overrides=kept(out.method_overrides),
             )
         return out
+
+
+# Keys of grid.audit that say how the audit's networks train (AuditJob's own sections); the
+# others are audit.* options (AuditConfig).
+AUDIT_JOB_KEYS = ("eval", "full_train", "subset_lr", "seed")
+
+
+def audit_job_section(section: dict[str, Any]) -> dict[str, Any] | None:
+    """grid.audit as the keys of an AuditJob (validated; its dataset, set and model come from
+    each cell), or None when audits are off (no section, or enabled: false)."""
+    if not section:
+        return None
+    if not isinstance(section.get("enabled", False), bool):
+        raise ConfigError(f"grid.audit.enabled must be true or false, got {section['enabled']!r}")
+    if not section.get("enabled", False):
+        return None
+    body = {k: v for k, v in section.items() if k != "enabled"}
+    job = {k: body.pop(k) for k in AUDIT_JOB_KEYS if k in body}
+    job["audit"] = body
+    try:
+        from_dict(AuditJob, job)
+    except ConfigError as exc:
+        raise ConfigError(f"grid.audit: {exc}") from None
+    return job
 
 
 def _checked_variants(variants: dict[str, Any]) -> dict[str, dict[str, Any]]:

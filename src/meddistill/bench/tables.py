@@ -580,7 +580,68 @@ def _only(values: set[Any], what: str, flag: str) -> Any:
     raise ConfigError(f"the results hold several of {what}s ({listed}); choose one with {flag}")
 
 
-TABLE_KINDS = ("main", "cross-arch", "ipc-vs")
+# Privacy audits -------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = ("Dataset", "IPC", "Seed", "Verdict", "Near copies (pixel / features)",
+                 "Attack AUC [95 % CI]", "TPR@1%FPR (%) [95 % CI]")  # fmt: skip
+LIRA_COLUMNS = ("LiRA AUC [95 % CI]", "LiRA TPR@1%FPR (%) [95 % CI]")
+
+
+def _interval(value: float | None, lo: float | None, hi: float | None, scale: float = 1.0,
+              digits: int = 3) -> str:  # fmt: skip
+    """'0.512 [0.480, 0.545]', '-' when not measured."""
+    if value is None:
+        return MISSING
+    if lo is None or hi is None:
+        return f"{scale * value:.{digits}f}"
+    return f"{scale * value:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+
+
+def audit_table(
+    db: ResultsDB,
+    *,
+    grid: str | None = None,
+    datasets: Sequence[str] | None = None,
+    ipcs: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Table:
+    """One row per audited set (method, dataset, IPC, seed): the verdict, the near copies,
+    the loss attack's AUC and TPR at 1 % FPR with their intervals, and LiRA's when any audit
+    ran shadows. A set audited under two settings (two grids' audit sections) is refused
+    without --grid, as mixed settings are in the other tables."""
+    rows = [a for a in db.audits(grid=grid)
+            if (datasets is None or a.dataset in datasets) and (ipcs is None or a.ipc in ipcs)
+            and (methods is None or a.method in methods)]  # fmt: skip
+    if not rows:
+        raise ConfigError(
+            "no audits with these filters; run `meddistill bench GRID` with `audit: {enabled: "
+            "true}` in the grid first"
+        )
+    ids = [a.artifact_id for a in rows]
+    if len(set(ids)) < len(ids):
+        raise ConfigError("a set was audited under several settings; choose one grid with --grid")
+    lira = any(a.shadows for a in rows)
+    table = Table(
+        title="Privacy audits: verdict, near copies of training images and the membership "
+        "attacks on networks trained on each set (95 % bootstrap intervals)",
+        row_header="Method",
+        columns=[*AUDIT_COLUMNS, *(LIRA_COLUMNS if lira else ())],
+    )
+    rank = {m: i for i, m in enumerate(_order_methods({a.method for a in rows}))}
+    for a in sorted(rows, key=lambda a: (a.dataset, rank[a.method], a.ipc or 0, a.seed or 0)):
+        texts = [a.dataset, MISSING if a.ipc is None else str(a.ipc),
+                 MISSING if a.seed is None else str(a.seed), a.light,
+                 f"{a.near_copies_pixel} / {a.near_copies_features}",
+                 _interval(a.attack_auc, a.attack_auc_lo, a.attack_auc_hi),
+                 _interval(a.attack_tpr, a.attack_tpr_lo, a.attack_tpr_hi, 100.0, 2)]  # fmt: skip
+        if lira:
+            texts += [_interval(a.lira_auc, a.lira_auc_lo, a.lira_auc_hi),
+                      _interval(a.lira_tpr, a.lira_tpr_lo, a.lira_tpr_hi, 100.0, 2)]  # fmt: skip
+        table.rows.append((method_name(a.method), [_text(t) for t in texts]))
+    return table
+
+
+TABLE_KINDS = ("main", "cross-arch", "ipc-vs", "audit")
 
 
 def make_table(
@@ -598,11 +659,12 @@ def make_table(
     theirs: Sequence[str] | None = None,
     cost: bool = False,
 ) -> Table:
-    """One entry point for `meddistill table`: kind 'main', 'cross-arch' or 'ipc-vs'.
+    """One entry point for `meddistill table`: kind 'main', 'cross-arch', 'ipc-vs' or 'audit'.
 
     cross-arch: one dataset (datasets[0]) and one IPC (ipcs[0]), or the only ones present.
     ipc-vs: `ours` at ipcs[0] against `theirs` at ipcs[1:].
     cost: the main table's cells as rows, each with what it cost (cost_table).
+    audit: the privacy audits of the sets (audit_table).
     """
     if cost and kind != "main":
         raise ConfigError(f"--cost goes with the main table (--kind main), not {kind}")
@@ -611,6 +673,8 @@ def make_table(
         return make(
             db, arch=arch, metric=metric, grid=grid, datasets=datasets, ipcs=ipcs, methods=methods
         )
+    if kind == "audit":
+        return audit_table(db, grid=grid, datasets=datasets, ipcs=ipcs, methods=methods)
     if datasets is not None and len(datasets) > 1:
         raise ConfigError(f"the {kind} table shows one dataset; give one --dataset")
     dataset = datasets[0] if datasets else None

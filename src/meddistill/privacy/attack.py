@@ -6,7 +6,9 @@ FPR f is the largest true-positive rate of any threshold whose false-positive ra
 f (Carlini et al. 2022, "Membership inference attacks from first principles"): what matters is
 whether the attack is right about the few people it names, which the AUC averages away.
 The intervals resample members and non-members separately (each with replacement, its own
-size) from an explicit generator, and take the 2.5 and 97.5 percentiles.
+size) from an explicit generator, and take the 2.5 and 97.5 percentiles. The ROC curve itself
+(its corners: thinning drops only points on straight segments) is kept too, so a report can
+draw it as Carlini et al. do, TPR against FPR on log-log axes.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ class AttackStats:
     members: int
     nonmembers: int
     bootstrap: int
+    curve: dict[str, list[float]] | None = None  # {"fpr": [...], "tpr": [...]}
 
     def to_dict(self) -> dict[str, Any]:
+        roc = {} if self.curve is None else {"roc": self.curve}
         return {
             "auc": self.auc,
             "auc_ci": list(self.auc_ci),
@@ -46,6 +50,7 @@ class AttackStats:
             "nonmembers": self.nonmembers,
             "bootstrap": self.bootstrap,
             "ci": "95 % percentile bootstrap, members and non-members resampled separately",
+            **roc,
         }
 
 
@@ -66,6 +71,13 @@ def roc_numbers(
     truth = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
     fpr, tpr, _ = roc_curve(truth, np.concatenate([members, nonmembers]), drop_intermediate=False)
     return float(auc(fpr, tpr)), [float(tpr[fpr <= f].max()) for f in fprs]
+
+
+def roc_points(members: np.ndarray, nonmembers: np.ndarray) -> dict[str, list[float]]:
+    """The ROC curve's corners (FPR, TPR), rounded to 6 decimals, for drawing."""
+    truth = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
+    fpr, tpr, _ = roc_curve(truth, np.concatenate([members, nonmembers]))
+    return {"fpr": np.round(fpr, 6).tolist(), "tpr": np.round(tpr, 6).tolist()}
 
 
 def attack_stats(
@@ -97,4 +109,5 @@ def attack_stats(
         members=int(m.size),
         nonmembers=int(n.size),
         bootstrap=int(bootstrap),
+        curve=roc_points(m, n),
     )

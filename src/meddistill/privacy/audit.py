@@ -1,5 +1,6 @@
 """One audit of a synthetic set: the full-data network(s), memorisation in pixel and feature
-space, the membership attack on the set and its references, the verdict; and its files."""
+space, the membership attack on the set and its references, LiRA when shadows are asked for,
+the verdict; and its files."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ from meddistill.privacy.membership import Scored, attack_sample, loss_attack, tr
 from meddistill.privacy.memorisation import SpaceReport, copies_8bit, memorisation
 from meddistill.privacy.pairs import save_pairs
 from meddistill.privacy.report import AuditReport
+from meddistill.privacy.shadows import (
+    SHADOW_FOLDER,
+    ShadowPipeline,
+    ShadowPool,
+    lira_attack,
+    run_shadows,
+)
 from meddistill.privacy.verdict import verdict
 from meddistill.training.baselines import full_data, random_subset_indices, subset_at
 from meddistill.training.config import TrainConfig
@@ -121,11 +129,11 @@ def _attacks(
     nets: AuditNetworks,
     device: torch.device,
     progress: bool,
-) -> tuple[dict[str, AttackStats], dict[str, dict[str, Any]]]:
-    """The loss attack on networks trained on the set, and on the references asked for."""
-    members, others = attack_sample(
-        data, held, cfg.members, make_generator(derive_seed(nets.seed, "audit-members"))
-    )
+    sample: tuple[Scored, Scored],
+) -> tuple[dict[str, AttackStats], dict[str, dict[str, Any]], list[nn.Module]]:
+    """The loss attack on networks trained on the set, and on the references asked for; the
+    set's networks come back too (LiRA's targets)."""
+    members, others = sample
     spec = spec_for(nets.attack.models[0], nets.model)
     facts: dict[str, dict[str, Any]] = {}
 
@@ -143,8 +151,8 @@ def _attacks(
         )  # fmt: skip
 
     lr, _ = resolve_lr(nets.attack.lr, syn.syn_lr)
-    out = {"synthetic": attack("synthetic", train("synthetic", syn.images, syn.labels, lr),
-                               members, others)}  # fmt: skip
+    on_set = train("synthetic", syn.images, syn.labels, lr)
+    out = {"synthetic": attack("synthetic", on_set, members, others)}
     if "full" in cfg.references:
         facts["full"] = _network_facts(nets.full_train, len(full), len(data.train), "full")
         out["full"] = attack("full", full, members, others)
@@ -156,7 +164,7 @@ def _attacks(
         out["random"] = attack("random", models, members, others)
         own = Scored(images, labels, index.cpu())
         out["random_own"] = attack("random_own", models, *_balanced(own, others, nets.seed))
-    return out, facts
+    return out, facts, on_set
 
 
 def _balanced(members: Scored, others: Scored, seed: int) -> tuple[Scored, Scored]:
@@ -170,6 +178,66 @@ def _balanced(members: Scored, others: Scored, seed: int) -> tuple[Scored, Score
                       s.index[pick])  # fmt: skip
 
     return take(members), take(others)
+
+
+def attack_targets(
+    data: MedicalDataset, held: str, cfg: AuditConfig, seed: int
+) -> tuple[Scored, Scored]:
+    """The members and non-members every attack scores (one seeded draw)."""
+    return attack_sample(
+        data, held, cfg.members, make_generator(derive_seed(seed, "audit-members"))
+    )
+
+
+def shadow_pool(data: MedicalDataset, others: Scored, cfg: AuditConfig, seed: int) -> ShadowPool:
+    """The shadows' halves of the train split and the non-members (one seeded draw)."""
+    return ShadowPool(data, others, cfg.shadows, make_generator(derive_seed(seed, "audit-shadows")))
+
+
+def check_shadows(
+    dataset: MedicalDataset, cfg: AuditConfig, seed: int, pipeline: ShadowPipeline | None
+) -> None:
+    """Refuse, before any work, LiRA without a pipeline, or a half a shadow could not run on
+    (a class too small for the set's IPC, say)."""
+    if cfg.shadows == 0:
+        return
+    if pipeline is None:
+        raise ConfigError(
+            f"audit.shadows={cfg.shadows} needs the pipeline that made the set, to run it on "
+            "halves of the data; audit a distill run folder (its config.yaml says how the set "
+            "was made), or set audit.shadows=0"
+        )
+    if pipeline.check is None:
+        return
+    _, others = attack_targets(dataset, heldout_split(dataset), cfg, seed)
+    pool = shadow_pool(dataset, others, cfg, seed)
+    for k in range(pool.shadows):
+        pipeline.check(pool.half(k))
+
+
+def _lira(
+    data: MedicalDataset,
+    sample: tuple[Scored, Scored],
+    models: list[nn.Module],
+    cfg: AuditConfig,
+    seed: int,
+    pipeline: ShadowPipeline,
+    work: Path | None,
+    log: Callable[[str], None] | None,
+) -> tuple[AttackStats, dict[str, Any]]:
+    """LiRA on the set's networks: the shadows (or their records in work/shadows), then the
+    likelihood ratios."""
+    members, others = sample
+    pool = shadow_pool(data, others, cfg, seed)
+    folder = None if work is None else Path(work) / SHADOW_FOLDER
+    records = run_shadows(pool, members, pipeline, folder=folder, log=log)
+    stats, facts = lira_attack(
+        models, members, others, records, global_variance=cfg.lira_global_variance,
+        bootstrap=cfg.bootstrap, seed=derive_seed(seed, "audit-bootstrap", "lira"),
+    )  # fmt: skip
+    facts["overrides"] = list(cfg.shadow_overrides)
+    facts["pipeline"] = pipeline.identity
+    return stats, facts
 
 
 def full_networks(
@@ -193,24 +261,35 @@ def audit_set(
     device: torch.device,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    shadows: ShadowPipeline | None = None,
+    work: str | Path | None = None,
 ) -> AuditReport:
-    """Audit `syn` against the dataset it was made from (checked): see meddistill.privacy."""
+    """Audit `syn` against the dataset it was made from (checked): see meddistill.privacy.
+    `shadows`: the pipeline LiRA's shadows run (needed when cfg.shadows > 0); `work`: a
+    folder for the shadows' records (an interrupted audit resumes from them)."""
     check_audit(syn, dataset, cfg)
+    check_shadows(dataset, cfg, nets.seed, shadows)
     data, held = dataset.to(device), heldout_split(dataset)
     stages = _Stages(log)
     full = full_networks(data, nets, cfg.full_nets, device, progress)
     stages.done(f"{cfg.full_nets} full-data network(s) trained")
     memo = _memorisation(syn, data, held, full, cfg.quantile)
     stages.done("memorisation measured")
-    attacks, facts = _attacks(syn, data, held, full, cfg, nets, device, progress)
+    sample = attack_targets(data, held, cfg, nets.seed)
+    attacks, facts, on_set = _attacks(syn, data, held, full, cfg, nets, device, progress, sample)
     stages.done("membership attacks done")
+    lira: dict[str, Any] = {}
+    if cfg.shadows and shadows is not None:
+        attacks["lira"], lira = _lira(data, sample, on_set, cfg, nets.seed, shadows, work, log)
+        facts["lira"] = {**facts["synthetic"], "shadows": cfg.shadows}
+        stages.done(f"LiRA with {cfg.shadows} shadow pipelines done")
     info = {"dataset": syn.dataset, "source_id": syn.source_id, "method": syn.meta.get("method"),
             "images": int(syn.images.shape[0]), "ipc": syn.ipc(), "syn_lr": syn.syn_lr}  # fmt: skip
     used = {"audit": to_dict(cfg), "eval": to_dict(nets.attack), "seed": nets.seed,
             "full_train": to_dict(nets.full_train), "model": to_dict(nets.model),
             "subset_lr": nets.subset_lr}  # fmt: skip
-    light = verdict(memo["pixel"], memo["features"], attacks["synthetic"])
-    return AuditReport(info, held, memo, attacks, facts, light, used)
+    light = verdict(memo["pixel"], memo["features"], attacks["synthetic"], attacks.get("lira"))
+    return AuditReport(info, held, memo, attacks, facts, light, used, lira)
 
 
 def save_audit(

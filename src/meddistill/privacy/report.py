@@ -20,7 +20,9 @@ class AuditReport:
     `attacks`: "synthetic" (networks trained on the set), and where asked "full" and "random"
     (the same members and non-members against networks trained on the full train split and on
     a random real subset as large as the set), and "random_own" (the random subset's networks
-    with the subset's own images as members: what sharing real images would leak).
+    with the subset's own images as members: what sharing real images would leak), and
+    "lira" when shadows ran (LiRA on the set's networks; `lira` holds its facts: shadows,
+    variance, wall time per shadow).
     `networks`: how each attack's networks were trained.
     """
 
@@ -31,8 +33,10 @@ class AuditReport:
     networks: dict[str, dict[str, Any]]
     verdict: Verdict
     config: dict[str, Any] = field(default_factory=dict)
+    lira: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        lira = {"lira": self.lira} if self.lira else {}
         return {
             "verdict": self.verdict.to_dict(),
             "set": self.set_info,
@@ -42,6 +46,7 @@ class AuditReport:
                 k: {**v.to_dict(), "networks": self.networks.get(k, {})}
                 for k, v in self.attacks.items()
             },
+            **lira,
             "config": self.config,
             "meddistill_version": __version__,
         }
@@ -61,6 +66,13 @@ class AuditReport:
                 f"attack ({name}): AUC {att.auc:.3f} [{lo:.3f}, {hi:.3f}], TPR@{100 * FPR:g}%FPR "
                 f"{100 * att.tpr[FPR]:.2f} % [{100 * t_lo:.2f}, {100 * t_hi:.2f}] "
                 f"({att.members} members, {att.nonmembers} non-members)"
+            )
+        if self.lira:
+            walls = [s["wall_s"] for s in self.lira.get("per_shadow", [])]
+            lines.append(
+                f"LiRA: {self.lira['shadows']} shadow pipelines ({sum(walls):.1f} s), "
+                f"{'one global' if self.lira['global_variance'] else 'per-image'} variance, "
+                f"{self.lira['online_targets']} targets scored online"
             )
         return "\n".join(lines)
 

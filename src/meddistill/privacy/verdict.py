@@ -1,7 +1,9 @@
 """The audit's verdict: a traffic light and one paragraph a clinician can read, from fixed
 rules on the memorisation and attack numbers (q is audit.quantile, 1 % by default; "the
-attack" is the loss attack on networks trained on the synthetic set; CI: 95 % bootstrap
-interval; chance flags N * q of N unseen-like images, p is the binomial tail of the count).
+attack" is the loss attack on networks trained on the synthetic set, and LiRA on the same
+networks when the audit ran shadows: R3 and A3 fire when either attack meets them; CI: 95 %
+bootstrap interval; chance flags N * q of N unseen-like images, p is the binomial tail of the
+count).
 
 RED (do not share as it is), if any of
   R1  an image is a copy of a training image: equal to it once saved as 8-bit pixels (every
@@ -63,34 +65,60 @@ def _near(report: SpaceReport) -> str:
     )
 
 
-def _attack(stats: AttackStats) -> str:
+ATTACK_NAMES = {"loss": "a membership test", "lira": "a shadow-model attack (LiRA)"}
+
+
+def _attack(stats: AttackStats, name: str = "loss") -> str:
     lo, hi = stats.auc_ci
     return (
-        f"a membership test on models trained on it reaches AUC {stats.auc:.2f} (95 % interval "
+        f"{ATTACK_NAMES[name]} on models trained on it reaches AUC {stats.auc:.2f} (95 % interval "
         f"{lo:.2f}-{hi:.2f}; 0.50 is guessing) and picks out {100 * stats.tpr[FPR]:.1f} % of "
         f"training patients at a {100 * FPR:g} % false-alarm rate"
     )
 
 
-def _checks(pixel: SpaceReport, features: SpaceReport, attack: AttackStats) -> dict[str, str]:
+def _lower_bounds(attack: AttackStats) -> tuple[float, float]:
+    """The attack's AUC and TPR lower bounds; the TPR one 0 when the non-members are too few
+    to resolve the FPR (AUC rules only)."""
+    tpr_lo = attack.tpr_ci[FPR][0] if attack.nonmembers * FPR >= 1 else 0.0
+    return attack.auc_ci[0], tpr_lo
+
+
+def _attack_checks(attacks: dict[str, AttackStats]) -> dict[str, str]:
+    """R3 or A3 of the first attack (loss, then LiRA) that meets it."""
+    out: dict[str, str] = {}
+    for name, attack in attacks.items():
+        auc_lo, tpr_lo = _lower_bounds(attack)
+        if "R3" not in out and (auc_lo > AUC_RED or tpr_lo > TPR_RED):
+            out["R3"] = (
+                _attack(attack, name) + ", so models trained on it reveal who was in the data"
+            )
+        if "A3" not in out and (auc_lo > AUC_AMBER or tpr_lo > TPR_AMBER):
+            out["A3"] = _attack(attack, name) + ", better than guessing"
+    if "R3" in out:
+        out.pop("A3", None)
+    return out
+
+
+def _checks(
+    pixel: SpaceReport, features: SpaceReport, attacks: dict[str, AttackStats]
+) -> dict[str, str]:
     """{rule: its sentence} of every rule that fires."""
     copies = 0 if pixel.copies is None else int(pixel.copies.sum())
-    auc_lo, tpr_lo = attack.auc_ci[0], attack.tpr_ci[FPR][0]
-    if attack.nonmembers * FPR < 1:  # too few non-members to resolve the FPR: AUC rules only
-        tpr_lo = 0.0
     out = {}
     if copies:
         out["R1"] = f"{copies} of its {pixel.flagged.size} images are copies of training images"
     if pixel.count and pixel.excess_p < EXCESS_P:
         out["R2"] = _near(pixel) + ", more than chance explains"
-    if auc_lo > AUC_RED or tpr_lo > TPR_RED:
-        out["R3"] = _attack(attack) + ", so models trained on it reveal who was in the data"
+    found = _attack_checks(attacks)
+    if "R3" in found:
+        out["R3"] = found["R3"]
     if pixel.count and "R2" not in out:
         out["A1"] = _near(pixel)
     if features.count and features.excess_p < EXCESS_P:
         out["A2"] = "in what a trained network sees, " + _near(features)
-    if (auc_lo > AUC_AMBER or tpr_lo > TPR_AMBER) and "R3" not in out:
-        out["A3"] = _attack(attack) + ", better than guessing"
+    if "A3" in found:
+        out["A3"] = found["A3"]
     return out
 
 
@@ -108,9 +136,16 @@ HEADS = {
 }
 
 
-def verdict(pixel: SpaceReport, features: SpaceReport, attack: AttackStats) -> Verdict:
-    """The traffic light and paragraph of the rules in this module's docstring."""
-    fired = _checks(pixel, features, attack)
+def verdict(
+    pixel: SpaceReport,
+    features: SpaceReport,
+    attack: AttackStats,
+    lira: AttackStats | None = None,
+) -> Verdict:
+    """The traffic light and paragraph of the rules in this module's docstring (`lira`: the
+    LiRA attack's numbers, when the audit ran shadows)."""
+    attacks = {"loss": attack} if lira is None else {"loss": attack, "lira": lira}
+    fired = _checks(pixel, features, attacks)
     copies = 0 if pixel.copies is None else int(pixel.copies.sum())
     numbers = {
         "images": int(pixel.flagged.size), "copies_8bit": copies,
@@ -120,9 +155,15 @@ def verdict(pixel: SpaceReport, features: SpaceReport, attack: AttackStats) -> V
         "attack_tpr_at_1pct_fpr": attack.tpr[FPR], "attack_tpr_ci": list(attack.tpr_ci[FPR]),
         "nonmembers": attack.nonmembers,
     }  # fmt: skip
+    if lira is not None:
+        numbers.update(
+            lira_auc=lira.auc, lira_auc_ci=list(lira.auc_ci),
+            lira_tpr_at_1pct_fpr=lira.tpr[FPR], lira_tpr_ci=list(lira.tpr_ci[FPR]),
+        )  # fmt: skip
     red = [fired[k] for k in fired if k.startswith("R")]
     amber = [fired[k] for k in fired if k.startswith("A")]
     light = "red" if red else "amber" if amber else "green"
-    body = "; ".join(red or amber) or f"{_near(pixel)}, and {_attack(attack)}"
+    tested = _attack(attack) + ("" if lira is None else f", and {_attack(lira, 'lira')}")
+    body = "; ".join(red or amber) or f"{_near(pixel)}, and {tested}"
     text = f"{HEADS[light]} {body[0].upper()}{body[1:]}. {CAVEAT}"
     return Verdict(light, text, list(fired), numbers)

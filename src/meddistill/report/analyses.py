@@ -592,6 +592,42 @@ def stability(per_net_accs: Mapping[str, Sequence[float]], out: str | Path) -> A
 
 
 # ---------------------------------------------------------------------------------------------
+# Membership attacks' ROC curves (Carlini et al. 2022, Fig. 1 and after)
+# ---------------------------------------------------------------------------------------------
+
+
+def attack_roc(curves: Mapping[str, Mapping[str, Sequence[float]]], out: str | Path) -> Analysis:
+    """TPR against FPR on log-log axes, one curve per attacked model, as Carlini et al. draw
+    them: the low-FPR corner, where an attack names people with few false alarms, takes up
+    the plot instead of a sliver of it. Zeros cannot sit on a log axis, so values below the
+    smallest positive FPR drawn are shown at that floor. Data: JSON {label: {fpr, tpr}}."""
+    kept = {str(k): {"fpr": [float(x) for x in c["fpr"]], "tpr": [float(y) for y in c["tpr"]]}
+            for k, c in curves.items() if len(c.get("fpr", [])) >= 2}  # fmt: skip
+    if not kept:
+        raise ConfigError("no ROC curves to plot (audit.json holds none)")
+    positive = [x for c in kept.values() for x in c["fpr"] + c["tpr"] if x > 0]
+    floor = min(1e-3, min(positive, default=1e-3) / 2)
+    png, data = _paths(out, ".json")
+    _save_json(data, kept)
+    fig = _figure(4.6, 4.2)
+    ax = fig.subplots()
+    for i, (label, c) in enumerate(kept.items()):
+        fpr, tpr = np.maximum(c["fpr"], floor), np.maximum(c["tpr"], floor)
+        ax.plot(fpr, tpr, color=f"C{i % 10}", label=label)
+    ax.plot([floor, 1], [floor, 1], color="0.6", linestyle="--", linewidth=1, label="guessing")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1.05)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    _save_figure(fig, png)
+    return Analysis(png, data)
+
+
+# ---------------------------------------------------------------------------------------------
 # t-SNE of real test features (PTM Fig. 7)
 # ---------------------------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ relative paths (grids/, analysis/), so the folder can be zipped, moved and opene
 file system. Everything read from files is HTML-escaped.
 
 A run folder is anything a meddistill command wrote (config.yaml, metrics.jsonl,
-results.json, synthetic/, grids/), drawn by report/run_page.py; a benchmark folder holds
-results.sqlite (bench/db.py), drawn by report/bench_page.py. report/page.py has the HTML
-pieces both are made of.
+results.json, synthetic/, grids/), drawn by report/run_page.py; an audit folder (audit.json)
+by report/audit_page.py; a benchmark folder holds results.sqlite (bench/db.py), drawn by
+report/bench_page.py. report/page.py has the HTML pieces they are made of.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meddistill.errors import ArtifactError
+from meddistill.report.audit_page import AUDIT_FILE, audit_page
 from meddistill.report.bench_page import DB_FILE, benchmark_page
 from meddistill.report.run_page import run_page
 from meddistill.report.tune_page import TRIALS_FILE, tune_page
@@ -25,8 +26,8 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "synthetic/meta.jso
 
 
 def report_kind(folder: str | Path) -> str:
-    """'benchmark' (holds results.sqlite), 'tune' (trials.json) or 'run'; ArtifactError for
-    any other folder."""
+    """'benchmark' (holds results.sqlite), 'tune' (trials.json), 'audit' (audit.json) or
+    'run'; ArtifactError for any other folder."""
     p = Path(folder)
     if not p.is_dir():
         raise ArtifactError(f"report folder {p} does not exist; give a run or benchmark folder")
@@ -34,6 +35,8 @@ def report_kind(folder: str | Path) -> str:
         return "benchmark"
     if (p / TRIALS_FILE).is_file():
         return "tune"
+    if (p / AUDIT_FILE).is_file():
+        return "audit"
     if any((p / name).is_file() for name in RUN_FILES):
         return "run"
     raise ArtifactError(
@@ -55,6 +58,8 @@ def build_report(path: str | Path, *, figures: bool = True, grid: str | None = N
         text = benchmark_page(folder, figures=figures, grid=grid)
     elif kind == "tune":
         text = tune_page(folder, figures=figures)
+    elif kind == "audit":
+        text = audit_page(folder, figures=figures)
     else:
         text = run_page(folder, figures=figures)
     target = folder / REPORT_FILE

@@ -52,9 +52,10 @@ def run_page(folder: Path, figures: bool) -> str:
         _images_section(run, out_dir),
         _analysis_section(run, out_dir, figures),
         _evaluation_section(run),
+        _audit_section(run),
         _experts_section(run),
-        _costs_section(run),
-        _config_section(run),
+        costs_section(run),
+        config_section(run),
     ):
         if part:
             body.append(part)
@@ -329,9 +330,22 @@ def _periodic_table(points: list[dict[str, Any]]) -> str | None:
         ]
         for p in during
     ]
-    header = ["iteration", "distillation time", "architecture", f"{analyses.split_label(during)} (%)"]
+    header = [
+        "iteration",
+        "distillation time",
+        "architecture",
+        f"{analyses.split_label(during)} (%)",
+    ]
     header.append("AUC")
     return html_table(header, rows, table_id="periodic-eval", row_headers=False)
+
+
+def _audit_section(run: RunFolder) -> str | None:
+    """The privacy audits kept in the run folder (RUN/audit*/: `meddistill bench` puts them
+    there, `meddistill audit RUN --out RUN/audit` too)."""
+    from meddistill.report.audit_page import audits_section  # it draws with this module's parts
+
+    return audits_section(run.path)
 
 
 # ------------------------------------------------------------------------------ cost
@@ -364,7 +378,7 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
 
 
-def _costs_section(run: RunFolder) -> str | None:
+def costs_section(run: RunFolder) -> str | None:
     """What each stage cost (costs.json: every session of a stage added up), when recorded."""
     data = read_costs(run.path)
     stages = data.get("stages")
@@ -402,7 +416,7 @@ def _cost_row(name: str, total: dict[str, Any]) -> list[Any]:
 # ------------------------------------------------------------------------------ configuration
 
 
-def _config_section(run: RunFolder) -> str | None:
+def config_section(run: RunFolder) -> str | None:
     parts = []
     if run.config_text:
         parts.append(details("Resolved configuration (config.yaml)", run.config_text))
