@@ -24,6 +24,7 @@ from meddistill.bench.spec import (
 )
 from meddistill.config import apply_overrides, from_dict, load_yaml, merge, to_dict
 from meddistill.errors import ConfigError
+from meddistill.experts.config import buffer_section_identity
 from meddistill.matching.config import match_identity
 from meddistill.models.spec import ModelSpec
 from meddistill.training.config import TrainConfig
@@ -85,13 +86,15 @@ class Cell:
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a cell's artifact id hashes: the config without where it runs; hard-label knobs
-    left at their defaults are left out (and every unset eval.hard_labels), so cells recorded
-    before every trajectory method had them keep their ids."""
+    left at their defaults are left out (and every unset eval.hard_labels, an unset experts.dp),
+    so cells recorded before those options existed keep their ids."""
     out = {k: v for k, v in config.items() if k not in _EXECUTION_KEYS}
     if isinstance(out.get("dataset"), dict):
         out["dataset"] = _dataset_identity(out["dataset"])
     if isinstance(out.get("match"), dict):
         out["match"] = match_identity(out["match"])
+    if isinstance(out.get("experts"), dict):
+        out["experts"] = buffer_section_identity(out["experts"])
     return _without_unset_hard_labels(out)
 
 
