@@ -120,3 +120,22 @@ def test_help_lists_the_audit_keys(capsys):
     for key in ("SET", "audit.quantile=0.01", "audit.members=1000", "eval.num_nets=2",
                 "full_train.epochs=5", "meddistill config show audit"):  # fmt: skip
         assert key in text, key
+
+
+def test_the_audit_attacks_networks_like_the_ones_the_set_was_made_and_evaluated_with(
+    capsys, workdir
+):
+    ds = image_folder(workdir / "ds", {"a": 10, "b": 10}, size=8)
+    run = copy_run(workdir, ds)
+    made = {"method": "copy", "dataset": {"name": f"folder:{ds}"}}
+    made |= {"model": {"name": "convnet", "depth": 1, "width": 6}}
+    made |= {"eval": {"epochs": 7, "batch_size": 32, "num_nets": 5}}
+    (run / "config.yaml").write_text(yaml.safe_dump(made))
+    assert main(["config", "show", "audit", str(run)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["width"] == 6 and shown["model"]["depth"] == 1
+    assert (shown["eval"]["epochs"], shown["eval"]["batch_size"]) == (7, 32)
+    assert shown["eval"]["num_nets"] == 2  # the audit's own count of attacked networks
+    assert main(["config", "show", "audit", str(run), "model.width=9", "eval.epochs=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["width"] == 9 and shown["eval"]["epochs"] == 3  # yours win

@@ -37,18 +37,24 @@ def set_folder(path: str | Path) -> Path:
     return where.parent if where.suffix == ".safetensors" else where
 
 
+def _run_job(path: str | Path) -> dict[str, Any]:
+    """The job section of SET's run folder config.yaml ({} when there is none)."""
+    folder = set_folder(path)
+    for run in dict.fromkeys((folder.parent, Path(path))):
+        if (run / "config.yaml").is_file():
+            config = load_yaml(run / "config.yaml")
+            job = config.get("job") if isinstance(config.get("job"), dict) else config
+            return dict(job)
+    return {}
+
+
 def dataset_of(path: str | Path) -> dict[str, Any]:
     """The dataset section SET was made with: its run folder's config.yaml (the job's own or
     its `job` section), else the set's recorded dataset name; {} when neither says."""
+    section = _run_job(path).get("dataset")
+    if isinstance(section, dict) and section.get("name"):
+        return dict(section)
     folder = set_folder(path)
-    for run in dict.fromkeys((folder.parent, Path(path))):
-        if not (run / "config.yaml").is_file():
-            continue
-        config = load_yaml(run / "config.yaml")
-        job = config.get("job") if isinstance(config.get("job"), dict) else config
-        section = job.get("dataset")
-        if isinstance(section, dict) and section.get("name"):
-            return dict(section)
     name = SyntheticSet.load(folder).dataset if (folder / META).is_file() else None
     return {"name": name} if name else {}
 
@@ -60,6 +66,21 @@ def with_set_dataset(data: dict[str, Any], found: dict[str, Any]) -> dict[str, A
     if "name" in given or not found:
         return data
     return {**data, "dataset": {**found, **given}}
+
+
+def with_set_network(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The job's config with the network the set was made and evaluated with (its run's
+    `model`, and its `eval` epochs and batch size) where the config gives none: the attack
+    should target networks like the ones a user of the set trains, not the package default."""
+    job = _run_job(path)
+    out = dict(data)
+    if "model" not in out and isinstance(job.get("model"), dict):
+        out["model"] = dict(job["model"])
+    made = job.get("eval") if isinstance(job.get("eval"), dict) else {}
+    recipe = {k: made[k] for k in ("epochs", "batch_size") if k in made}
+    if recipe:
+        out["eval"] = {**recipe, **(out.get("eval") or {})}
+    return out
 
 
 def run_audit(job: AuditJob, runs_root: str | Path, progress: bool = True) -> dict[str, Any]:
