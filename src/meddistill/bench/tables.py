@@ -675,6 +675,27 @@ def make_table(
         )
     if kind == "audit":
         return audit_table(db, grid=grid, datasets=datasets, ipcs=ipcs, methods=methods)
+    if kind in ("cross-arch", "ipc-vs"):
+        one = dict(grid=grid, metric=metric, arch=arch, ipcs=ipcs, methods=methods, archs=archs)
+        return _one_dataset_table(db, kind, datasets, ours=ours, theirs=theirs, **one)
+    raise ConfigError(f"unknown table kind '{kind}'; use {', '.join(TABLE_KINDS)}")
+
+
+def _one_dataset_table(
+    db: ResultsDB,
+    kind: str,
+    datasets: Sequence[str] | None,
+    *,
+    grid: str | None,
+    metric: str,
+    arch: str,
+    ipcs: Sequence[int] | None,
+    methods: Sequence[str] | None,
+    archs: Sequence[str] | None,
+    ours: str | None,
+    theirs: Sequence[str] | None,
+) -> Table:
+    """The cross-arch and ipc-vs tables, each of one dataset."""
     if datasets is not None and len(datasets) > 1:
         raise ConfigError(f"the {kind} table shows one dataset; give one --dataset")
     dataset = datasets[0] if datasets else None
@@ -682,29 +703,14 @@ def make_table(
         if ipcs is not None and len(ipcs) > 1:
             raise ConfigError("the cross-arch table shows one IPC; give one --ipc")
         return cross_arch_table(
-            db,
-            dataset=dataset,
-            ipc=ipcs[0] if ipcs else None,
-            archs=archs or CROSS_ARCHS,
-            metric=metric,
-            grid=grid,
-            methods=methods,
+            db, dataset=dataset, ipc=ipcs[0] if ipcs else None, archs=archs or CROSS_ARCHS,
+            metric=metric, grid=grid, methods=methods,
+        )  # fmt: skip
+    if not ours or not theirs or not ipcs or len(ipcs) < 2:
+        raise ConfigError(
+            "the ipc-vs table needs --ours METHOD --theirs M1 M2 ... and --ipc K J1 J2 ... "
+            "(our IPC first, then theirs)"
         )
-    if kind == "ipc-vs":
-        if not ours or not theirs or not ipcs or len(ipcs) < 2:
-            raise ConfigError(
-                "the ipc-vs table needs --ours METHOD --theirs M1 M2 ... and --ipc K J1 J2 ... "
-                "(our IPC first, then theirs)"
-            )
-        return ipc_vs_table(
-            db,
-            ours,
-            ipcs[0],
-            theirs,
-            ipcs[1:],
-            dataset=dataset,
-            arch=arch,
-            metric=metric,
-            grid=grid,
-        )
-    raise ConfigError(f"unknown table kind '{kind}'; use {', '.join(TABLE_KINDS)}")
+    return ipc_vs_table(
+        db, ours, ipcs[0], theirs, ipcs[1:], dataset=dataset, arch=arch, metric=metric, grid=grid
+    )
