@@ -356,10 +356,9 @@ def _resolve_job(
         data = merge(data, loaded)
     data = apply_overrides(merge(data, flags), list(args.overrides))
     if command == "audit" and isinstance(data.get("synthetic"), str):
-        from meddistill.app.audit import dataset_of, with_set_dataset, with_set_network
+        from meddistill.app.audit import with_set_recipe
 
-        data = with_set_dataset(data, dataset_of(data["synthetic"]))
-        data = with_set_network(data, data["synthetic"])
+        data = with_set_recipe(data, data["synthetic"])
     job = resolve(job_cls, data)
     warning = preset_warning(files, data, job)
     if warning is not None:

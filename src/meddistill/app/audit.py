@@ -48,10 +48,17 @@ def _run_job(path: str | Path) -> dict[str, Any]:
     return {}
 
 
-def dataset_of(path: str | Path) -> dict[str, Any]:
-    """The dataset section SET was made with: its run folder's config.yaml (the job's own or
+def with_set_recipe(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The audit's config with what SET's run folder says of how the set was made (its
+    config.yaml, read once): its dataset and its network, where the config gives none."""
+    job = _run_job(path)
+    return with_set_network(with_set_dataset(data, dataset_of(path, job)), job)
+
+
+def dataset_of(path: str | Path, job: dict[str, Any]) -> dict[str, Any]:
+    """The dataset section SET was made with: its run's `job` (config.yaml, the job's own or
     its `job` section), else the set's recorded dataset name; {} when neither says."""
-    section = _run_job(path).get("dataset")
+    section = job.get("dataset")
     if isinstance(section, dict) and section.get("name"):
         return dict(section)
     folder = set_folder(path)
@@ -68,11 +75,10 @@ def with_set_dataset(data: dict[str, Any], found: dict[str, Any]) -> dict[str, A
     return {**data, "dataset": {**found, **given}}
 
 
-def with_set_network(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The job's config with the network the set was made and evaluated with (its run's
+def with_set_network(data: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """The config with the network the set was made and evaluated with (the run `job`'s
     `model`, and its `eval` epochs and batch size) where the config gives none: the attack
     should target networks like the ones a user of the set trains, not the package default."""
-    job = _run_job(path)
     out = dict(data)
     if "model" not in out and isinstance(job.get("model"), dict):
         out["model"] = dict(job["model"])

@@ -95,17 +95,17 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
         out["match"] = match_identity(out["match"])
     if isinstance(out.get("experts"), dict):
         out["experts"] = buffer_section_identity(out["experts"])
-    return _without_unset_hard_labels(out)
+    return _eval_sections_as_identities(out)
 
 
-def _without_unset_hard_labels(section: dict[str, Any]) -> dict[str, Any]:
-    """The section with `eval: {hard_labels: false}` left out wherever an eval section is."""
+def _eval_sections_as_identities(section: dict[str, Any]) -> dict[str, Any]:
+    """The section with every eval section in it as EvalConfig.identity_section hashes it."""
     out = {}
     for key, value in section.items():
         if isinstance(value, dict):
-            value = _without_unset_hard_labels(value)
-            if key == "eval" and value.get("hard_labels") is False:
-                value = {k: v for k, v in value.items() if k != "hard_labels"}
+            value = _eval_sections_as_identities(value)
+            if key == "eval":
+                value = EvalConfig.identity_section(value)
         out[key] = value
     return out
 

@@ -74,6 +74,8 @@ class EvalConfig:
     hard_labels: bool = False
 
     SCHEDULING: ClassVar[tuple[str, ...]] = ("workers", "batched", "compile")
+    # Added after evaluations were recorded: left out of identities while at these values.
+    LATER_OPTIONS: ClassVar[dict[str, Any]] = {"hard_labels": False}
 
     def __post_init__(self) -> None:
         # Everything train_config builds is checked here, so a bad value is refused when the
@@ -101,9 +103,13 @@ class EvalConfig:
         (workers, batched): what reports record, so scheduling never changes them. hard_labels
         is recorded only when set, so results recorded before it existed keep their identity."""
         out = {k: v for k, v in to_dict(self).items() if k not in self.SCHEDULING}
-        if not self.hard_labels:
-            out.pop("hard_labels")
-        return out
+        return EvalConfig.identity_section(out)
+
+    @staticmethod
+    def identity_section(section: dict[str, Any]) -> dict[str, Any]:
+        """An eval section as identities hash it: LATER_OPTIONS left out while unset."""
+        later = EvalConfig.LATER_OPTIONS
+        return {k: v for k, v in section.items() if not (k in later and v == later[k])}
 
     def training_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The labels the networks train on: soft labels' argmax under hard_labels."""
