@@ -311,3 +311,31 @@ def test_cafe_losses_by_hand():
     syn = [torch.tensor([[0.0], [4.0]])]  # class means 0, 4
     loss = cafe.layer_feature_loss(real, syn, [2, 1], [1, 1], [0.5])
     assert loss.item() == pytest.approx(0.5 * (4.0 + 36.0))
+
+
+@pytest.mark.parametrize("method", ["dm", "dc"])
+def test_dct_parameterisation_learns_low_pass_images_and_resumes(method, toy, tmp_path):
+    from meddistill.matching.parameterizations import DCTParam
+
+    kw = {"iterations": 4, "checkpoint_every": 2, "parameterization": "dct", "dct_keep": 3}
+    dist = _distiller(method, toy, tmp_path / "run", **kw)
+    init = dist.initial_state()
+    assert init.images.shape == (6, 1, 3, 3)  # the learned tensor: 3 x 3 coefficients each
+    syn = dist.run_all()
+    low = DCTParam((1, 8, 8), keep=3, images_per_class=2)
+    assert torch.allclose(low.render(syn.codes), syn.images, atol=1e-5)
+    assert not torch.allclose(syn.images, low.render({"coefficients": init.images}))
+    assert syn.meta["parameterization"]["keep"] == 3
+    assert syn.stored_bytes() == 6 * 9 * 4 + 6 * 8
+    assert _measure(method, toy, syn.images, tmp_path) < _measure(
+        method, toy, low.render({"coefficients": init.images}), tmp_path
+    )
+    part = _distiller(method, toy, tmp_path / "part", **kw)
+    state, gen = part.start()
+    for _ in range(2 * part.objective.steps_per_iteration):
+        part.advance(state, gen)
+    part.save_state(state, gen, tmp_path / "part" / CHECKPOINT)
+    resumed = _distiller(method, toy, tmp_path / "part", **kw).run_all()
+    assert torch.equal(resumed.images, syn.images)
+    with pytest.raises(ConfigError, match="dct_keep"):
+        _cfg(method, dct_keep=-2)

@@ -2,7 +2,10 @@
 
 Layout of a synthetic-set folder:
   synthetic.safetensors  images (normalised, float32), labels (int64 [N] or float32 soft [N, C]),
-                         and, when learned, syn_lr (the student step size, a 0-d tensor)
+                         and, when learned, syn_lr (the student step size, a 0-d tensor); a
+                         set learned in a compact parameterisation (dct) also holds its codes
+                         as code.<name> (meta.json: `parameterization` says how to decode them,
+                         `stored_bytes` what the codes and labels take)
   meta.json              dataset name and source_id, normalisation, class names, method,
                          resolved config, seed, buffer id, package version
 Images stay in the dataset's normalised space; the normalisation recorded here maps them back
@@ -28,6 +31,7 @@ from meddistill.errors import ArtifactError
 from meddistill.utils import atomic_path, json_text
 
 TENSORS = "synthetic.safetensors"
+CODE_PREFIX = "code."  # a compact parameterisation's tensors in the set file
 META = "meta.json"
 _REMAKE = "re-create the set with `meddistill distill` (or `meddistill coreset`)"
 _SOFT_SUM_TOL = 1e-3  # softmax rows in float32 sum to 1 well within this
@@ -45,6 +49,7 @@ class SyntheticSet:
     source_id: str
     syn_lr: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    codes: dict[str, torch.Tensor] = field(default_factory=dict)  # compact form (dct), if any
 
     @property
     def num_classes(self) -> int:
@@ -72,10 +77,17 @@ class SyntheticSet:
         }
         if self.syn_lr is not None:
             tensors["syn_lr"] = torch.tensor(float(self.syn_lr), dtype=torch.float32)
+        for name, code in self.codes.items():
+            tensors[f"{CODE_PREFIX}{name}"] = code.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(out / META) as meta_tmp, atomic_path(out / TENSORS) as tensors_tmp:
             save_file(tensors, str(tensors_tmp))
             meta_tmp.write_text(json_text(self._meta(), indent=2, sort_keys=True) + "\n")
         return out
+
+    def stored_bytes(self) -> int:
+        """What sharing the set takes: its codes (or images) and labels, as float32/int64."""
+        kept = list(self.codes.values()) or [self.images.to(torch.float32)]
+        return sum(t.numel() * 4 for t in kept) + self.labels.numel() * self.labels.element_size()
 
     def _meta(self) -> dict[str, Any]:
         """meta.json: what produced the set and how to read it back."""
@@ -89,6 +101,7 @@ class SyntheticSet:
             "image_shape": list(self.images.shape[1:]),
             "soft_labels": self.labels.dim() == 2,
             "syn_lr": self.syn_lr,
+            "stored_bytes": self.stored_bytes(),
             "meddistill_version": __version__,
         }
 
@@ -110,6 +123,9 @@ class SyntheticSet:
             source_id=str(meta["source_id"]),
             syn_lr=syn_lr,
             meta=meta,
+            codes={
+                k[len(CODE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CODE_PREFIX)
+            },
         )
 
     def check_compatible(self, dataset: MedicalDataset, where: str = "") -> None:

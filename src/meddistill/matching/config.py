@@ -39,6 +39,10 @@ class TrajectoryConfig:
     dsa_strategy: str | None = None  # None: the dataset's default strategy
     # Initialisation
     init: Literal["real", "real_correct", "noise"] = "real"
+    # How an image is stored and learned (matching.parameterizations): its pixels, or its
+    # dct_keep lowest DCT frequencies per spatial axis (FreD; 0: half the smallest side)
+    parameterization: Literal["pixel", "dct"] = "pixel"
+    dct_keep: int = 0
     # Labels (DATM's learned soft labels, TESLA's fixed ones, or class indices): an option of
     # every trajectory method, so a gain from labels can be told from a gain from images
     soft_labels: bool = False
@@ -77,6 +81,7 @@ class TrajectoryConfig:
         check.positive("lr_y")
         check.fraction("momentum_y")
         check.counts("label_expert_epoch", minimum=-1, zero="-1: the last epoch")
+        check.counts("dct_keep", minimum=0, zero="0: half the smallest side")
 
     def check_start_range(self) -> None:
         """A random window needs a non-empty start range [min_start, max_start)."""
@@ -96,11 +101,17 @@ LATER_LABEL_OPTIONS = {
 }  # fmt: skip
 
 
+# The image parameterisation (issue 14), at its default: pixels.
+LATER_IMAGE_OPTIONS = {"parameterization": "pixel", "dct_keep": 0}
+
+
 def match_identity(match: dict[str, Any]) -> dict[str, Any]:
     """A match section as identities hash it: the label knobs left out while all are at
-    their hard-label defaults, so runs recorded before every method had them keep their ids."""
-    if all(match.get(k, v) == v for k, v in LATER_LABEL_OPTIONS.items()):
-        return {k: v for k, v in match.items() if k not in LATER_LABEL_OPTIONS}
+    their hard-label defaults, and the parameterisation while it is pixels, so runs recorded
+    before those options existed keep their ids."""
+    for later in (LATER_LABEL_OPTIONS, LATER_IMAGE_OPTIONS):
+        if all(match.get(k, v) == v for k, v in later.items()):
+            match = {k: v for k, v in match.items() if k not in later}
     return match
 
 

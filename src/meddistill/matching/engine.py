@@ -34,6 +34,7 @@ from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.hooks import Hook
 from meddistill.matching.labels import LabelMode, label_mode
 from meddistill.matching.loop import DistillLoop, DistillRun
+from meddistill.matching.parameterizations import build_parameterization
 from meddistill.matching.schedule import WindowSchedule, check_schedule, sample_window
 from meddistill.matching.state import DistillState
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
@@ -154,12 +155,17 @@ class Distiller(DistillLoop[DistillState]):
             parts = replace(parts, labels=label_mode(cfg))
         self.cfg, self.parts, self.run = cfg, parts, run
         self.dataset, self.store, self.spec, self.device = dataset, store, spec, device
-        self.param = parts.parameterization
+        # A method's own parameterisation (HaBa) brings its initial tensors; the engine's
+        # (match.parameterization: dct) encodes the images drawn as for pixels.
+        self.param = parts.parameterization or build_parameterization(
+            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc
+        )
+        self.encodes = parts.parameterization is None and self.param is not None
         self.ipc = self.param.images_per_class if self.param is not None else cfg.ipc
         self.private = store.privacy is not None
         if self.private:
             check_private_parts(cfg, parts, store)
-        elif self.param is None:
+        elif parts.parameterization is None:
             check_ipc(dataset, cfg.ipc)
         self.total = cfg.iterations
         self.dsa = DSA(run.dsa_strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
@@ -224,12 +230,15 @@ class Distiller(DistillLoop[DistillState]):
         """Images (real, real-correct, noise or rendered), labels of the label mode."""
         gen = make_generator(derive_seed(self.run.seed, "init"))
         params: dict[str, torch.Tensor] = {}
-        if self.param is not None:  # HaBa & co. bring their own initialisation
+        if self.param is not None and not self.encodes:  # HaBa: its own initialisation
             params = {k: v.to(self.device) for k, v in self.param.initial_tensors().items()}
-            with torch.no_grad():
-                images = self.param.render(params).detach()
         else:
             images = self.initial_images(gen)
+            if self.param is not None:  # dct: the drawn images, encoded
+                params = self.param.encode(images)
+        if params:
+            with torch.no_grad():
+                images = self.param.render(params).detach()
         labels = self.parts.labels.initial(self.hard_labels, images, self.expert_logits)
         lr0 = torch.tensor(self.cfg.syn_lr_init, dtype=torch.float32, device=self.device)
         state = DistillState(
@@ -313,6 +322,9 @@ class Distiller(DistillLoop[DistillState]):
             self._update(state, grad_images, grads, grad_params)
         for hook in self.parts.hooks:
             hook.after_update(state, it, self.run.log)
+        if self.encodes and self.parts.hooks:  # a hook may have reset coefficients (PTM)
+            with torch.no_grad():
+                state.images = self.param.render(state.params).detach()
         state.iteration = it + 1
         record = ctx.record
         return IterationLog(
@@ -456,6 +468,9 @@ class Distiller(DistillLoop[DistillState]):
         mode shares them (soft labels: softmax of the learned logits)."""
         images = state.ema if state.ema is not None else state.images
         labels = self.parts.labels.shareable(state.labels)
+        codes = {}  # dct: the coefficients (of the EMA images, when shared: the map is linear)
+        if self.encodes:
+            codes = {k: v.detach().cpu().clone() for k, v in self.param.encode(images).items()}
         return SyntheticSet(
             images=images.detach().cpu().clone(),
             labels=labels.detach().cpu().clone(),
@@ -465,4 +480,5 @@ class Distiller(DistillLoop[DistillState]):
             source_id=self.dataset.source_id,
             syn_lr=float(self.syn_lr(state)),
             meta={**self.checkpoint_meta(), "iteration": state.iteration},
+            codes=codes,
         )

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import torch
 
+from meddistill.matching.parameterizations import PER_IMAGE
 from meddistill.matching.schedule import retraining_schedule
 from meddistill.matching.state import DistillState
 
@@ -33,9 +34,18 @@ class ImageEMA:
             state.ema.mul_(self.decay).add_(state.images, alpha=1.0 - self.decay)
 
 
+def learned_per_image(state: DistillState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-image tensor the optimiser moves and its momentum: the images, or their DCT
+    coefficients when the engine encodes them (the images are then rendered from these)."""
+    if PER_IMAGE in state.params:
+        return state.params[PER_IMAGE], state.momentum_params[PER_IMAGE]
+    return state.images, state.momentum_images
+
+
 class RetrainingPoints:
     """PTM section 3.3: at k points the complement subset S^c is reset to the snapshot taken
-    half-way to the previous point (its momentum cleared)."""
+    half-way to the previous point (its momentum cleared); under the dct parameterisation the
+    snapshot and the reset are of the images' coefficients."""
 
     def __init__(self, iterations: int, k: int, complement: torch.Tensor) -> None:
         self.pairs = retraining_schedule(iterations, k)
@@ -46,13 +56,14 @@ class RetrainingPoints:
 
     def after_update(self, state: DistillState, it: int, log: Callable[[str], None]) -> None:
         done = it + 1
+        learned, momentum = learned_per_image(state)
         for snap_it, retrain_it in self.pairs:
             if done == snap_it:
-                state.snapshots[retrain_it] = state.images[self.complement].detach().clone()
+                state.snapshots[retrain_it] = learned[self.complement].detach().clone()
             if done == retrain_it and retrain_it in state.snapshots:
                 with torch.no_grad():
-                    state.images[self.complement] = state.snapshots.pop(retrain_it)
-                    state.momentum_images[self.complement] = 0.0
+                    learned[self.complement] = state.snapshots.pop(retrain_it)
+                    momentum[self.complement] = 0.0
                 log(
                     f"retraining point at iteration {done}: complement subset reset to its "
                     f"snapshot of iteration {snap_it}"

@@ -39,6 +39,7 @@ from meddistill.data.draws import check_ipc, draw_per_class, real_per_class
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
 from meddistill.matching.loop import DistillLoop, DistillRun
+from meddistill.matching.parameterizations import PER_IMAGE, build_parameterization
 from meddistill.models import ModelSpec, build_model
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig
@@ -53,6 +54,10 @@ class ObjectiveConfig:
     ipc: int = 10
     iterations: int = 1000  # iterations of the paper (steps = iterations * steps_per_iteration)
     init: Literal["real", "noise"] = "real"
+    # How the images are stored and learned (matching.parameterizations): pixels or their
+    # dct_keep lowest DCT frequencies per spatial axis (0: half the smallest side)
+    parameterization: Literal["pixel", "dct"] = "pixel"
+    dct_keep: int = 0
     lr_img: float = 0.1
     momentum_img: float = 0.5
     lr_img_decay_at: list[int] = field(default_factory=list)  # iterations where lr_img halves
@@ -82,6 +87,10 @@ class ObjectiveConfig:
             )
         if self.eval_every < 0:
             raise ConfigError(f"option eval_every must be >= 0, got {self.eval_every}")
+        if self.dct_keep < 0:
+            raise ConfigError(
+                f"option dct_keep must be >= 0 (0: half the side), got {self.dct_keep}"
+            )
 
 
 # Real data ------------------------------------------------------------------------------
@@ -440,6 +449,10 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
             dsa=dsa,
         )
         self.objective = build(cfg, self.ctx)
+        # dct: state.images holds the stored images' coefficients; the loss sees them rendered
+        self.param = build_parameterization(
+            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc
+        )
         self.real = RealSampler(dataset.train, dataset.num_classes)
         self.labels = torch.arange(dataset.num_classes, device=device).repeat_interleave(cfg.ipc)
         self.total = cfg.iterations * self.objective.steps_per_iteration
@@ -453,7 +466,13 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
             images = images.to(self.device)
             if self.cfg.init == "noise":
                 images = torch.randn(images.shape, generator=gen).to(self.device)
+        if self.param is not None:
+            images = self.param.encode(images)[PER_IMAGE]
         return ObjectiveState(step=0, images=images, momentum=torch.zeros_like(images))
+
+    def rendered(self, learned: torch.Tensor) -> torch.Tensor:
+        """The stored images from the learned tensor (itself for pixels)."""
+        return learned if self.param is None else self.param.render({PER_IMAGE: learned})
 
     def lr_at(self, step: int) -> float:
         """lr_img, halved at each of lr_img_decay_at (counted in iterations, as CAFE)."""
@@ -466,7 +485,7 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
         s = state.step
         x = state.images.detach().requires_grad_(True)
         self.objective.metrics = {}
-        loss = self.objective.loss(x, self.labels, self.real, generator, s)
+        loss = self.objective.loss(self.rendered(x), self.labels, self.real, generator, s)
         value = float(loss.detach())
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
         grad = torch.zeros_like(x) if grad is None else grad
@@ -477,7 +496,8 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
             )
         lr = self.lr_at(s)
         sgd_momentum_([state.images], [grad], [state.momentum], lr, self.cfg.momentum_img)
-        self.objective.after_update(state.images, self.labels, self.real, generator, s)
+        images = self.rendered(state.images).detach()
+        self.objective.after_update(images, self.labels, self.real, generator, s)
         state.step = s + 1
         return StepLog(
             s, value, lr, round(time.perf_counter() - t0, 4), dict(self.objective.metrics)
@@ -522,7 +542,8 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
 
     def synthetic_set(self, state: ObjectiveState) -> SyntheticSet:
         """The shareable set (decoded by the objective: IDM's multi-formation expands it)."""
-        images, labels = self.objective.decode(state.images.detach(), self.labels)
+        images, labels = self.objective.decode(self.rendered(state.images.detach()), self.labels)
+        codes = {} if self.param is None else {PER_IMAGE: state.images.detach().cpu().clone()}
         return SyntheticSet(
             images=images.detach().cpu().clone(),
             labels=labels.detach().cpu().clone(),
@@ -535,5 +556,7 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
                 **self.checkpoint_meta(),
                 "iteration": state.step,
                 "stored_images": int(state.images.shape[0]),
+                **({} if self.param is None else {"parameterization": self.param.describe()}),
             },
+            codes=codes,
         )

@@ -272,6 +272,8 @@ class HaBaConfig(TrajectoryConfig):
         check.positive("lr_hallucinator")
         if self.soft_labels:  # the rendered images are not the ones an expert would label
             check.fail("soft_labels", "false for haba (its rendered images keep hard labels)")
+        if self.parameterization != "pixel":  # its images are bases x hallucinators already
+            check.fail("parameterization", "pixel for haba (it factorises its images itself)")
 
 
 def parts(cfg: HaBaConfig, dataset: MedicalDataset, run: DistillRun) -> TrajectoryParts:
