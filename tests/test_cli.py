@@ -269,6 +269,24 @@ def test_tiny_buffer_distils_when_all_is_well(capsys, workdir, tiny_buffer):
     assert (workdir / "ok" / "synthetic" / "synthetic.safetensors").is_file()
 
 
+def test_dct_set_within_a_storage_budget(capsys, workdir, tiny_buffer):
+    import json
+
+    import yaml
+
+    ds, buf = tiny_buffer  # 8 x 8 RGB images, 3 classes
+    args = ["distill", "--dataset", f"folder:{ds}", "--buffer", str(buf), "--out", "dct"]
+    extra = ["match.parameterization=dct", "match.dct_keep=4", "--budget-ipc", "1"]
+    assert main([*args, *DISTILL_TINY, *extra]) == 0
+    meta = json.loads((workdir / "dct" / "synthetic" / "meta.json").read_text())
+    # (8 / 4)^2 = 4 images per class in the values of one: 12 x (3 x 4 x 4) floats + labels
+    assert meta["num_images"] == 12 and meta["parameterization"]["keep"] == 4
+    assert meta["stored_bytes"] == 12 * 48 * 4 + 12 * 8
+    used = yaml.safe_load((workdir / "dct" / "config.yaml").read_text())
+    assert used["match"]["ipc"] == 4 and used["match"]["budget_ipc"] == 1
+    assert "match.budget_ipc=1: 4 images per class" in (workdir / "dct" / "log.txt").read_text()
+
+
 def test_buffer_of_another_dataset(capsys, workdir, tiny_buffer):
     ds, buf = tiny_buffer
     other = image_folder(workdir / "other", {"a": 6, "b": 6, "c": 6}, size=12, seed=1)

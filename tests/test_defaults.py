@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from meddistill.app.config import DistillJob, resolve
@@ -95,3 +97,18 @@ def test_a_run_without_a_preset_records_the_derived_settings(workdir) -> None:
     assert (used["syn_steps"], used["kappa_mode"]) == (1, "quantile")
     log = (run / "log.txt").read_text()
     assert "using syn_steps=1" in log and "using the scale-free match.kappa_mode=quantile" in log
+
+
+def test_budget_ipc_sets_images_per_class_from_storage():
+    from meddistill.app.defaults import ipc_for_storage
+    from meddistill.methods.registry import get_method
+
+    cfg = get_method("hoptm").make_config({"parameterization": "dct", "budget_ipc": 1})
+    # 28 x 28 RGB, dct keeping 14 x 14: 3 * 196 values per image, a quarter of 3 * 784
+    fitted, note = ipc_for_storage(cfg, (3, 28, 28))
+    assert fitted.ipc == 4 and "match.ipc=4" in note
+    fitted, _ = ipc_for_storage(replace(cfg, dct_keep=7, budget_ipc=10), (3, 28, 28))
+    assert fitted.ipc == 160  # (28 / 7)^2 x 10
+    pixel = get_method("dm").make_config({"budget_ipc": 10, "ipc": 3})
+    assert ipc_for_storage(pixel, (1, 28, 28))[0].ipc == 10  # pixels: the budget is the ipc
+    assert ipc_for_storage(get_method("dm").make_config({}), (1, 28, 28))[1] is None

@@ -117,6 +117,12 @@ def _distill_args(dis: argparse.ArgumentParser) -> None:
     dis.add_argument("--ipc", type=int, help="synthetic images per class (match.ipc)")
     dis.add_argument("--iterations", type=int, help="distillation iterations (match.iterations)")
     dis.add_argument(
+        "--budget-ipc",
+        type=int,
+        help="storage of this many pixel images per class; the parameterisation "
+        "(match.parameterization) sets how many images fit (match.budget_ipc)",
+    )
+    dis.add_argument(
         "--buffer", help="an existing expert buffer folder (default: make or reuse one)"
     )
     dis.add_argument(
@@ -435,7 +441,13 @@ def _distill_flags(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("method", "buffer", "out"):
         if getattr(args, key):
             flags[key] = getattr(args, key)
-    match = _present({"ipc": args.ipc, "iterations": args.iterations})
+    match = _present(
+        {
+            "ipc": args.ipc,
+            "iterations": args.iterations,
+            "budget_ipc": getattr(args, "budget_ipc", None),
+        }
+    )
     experts = _present({"num_experts": args.experts, "epochs": args.expert_epochs})
     if getattr(args, "dp_epsilon", None) is not None:
         experts["dp"] = {"epsilon": args.dp_epsilon}

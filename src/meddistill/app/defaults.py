@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from meddistill.errors import ConfigError
+from meddistill.matching.parameterizations import build_parameterization, ipc_for_budget
 from meddistill.matching.schedule import check_schedule
 
 WINDOW_KNOBS = ("expert_epochs", "max_start")
@@ -120,13 +121,40 @@ def _scale_free_kappa(config: Any, given: Collection[str]) -> tuple[Any, str | N
     return dataclasses.replace(config, kappa_mode="quantile"), note
 
 
+def ipc_for_storage(config: Any, image_shape: tuple[int, ...]) -> tuple[Any, str | None]:
+    """match.budget_ipc = P: as many images per class as fit the storage of P pixel images
+    per class in the chosen parameterisation (dct keeps (K/n)^2 of the values: (n/K)^2 P
+    images), replacing match.ipc, with a note; unchanged when budget_ipc is 0."""
+    budget = getattr(config, "budget_ipc", 0)
+    if not budget:
+        return config, None
+    param = build_parameterization(config.parameterization, config.dct_keep, image_shape, 1)
+    values = math.prod(image_shape) if param is None else param.values_per_image()
+    ipc = ipc_for_budget(budget, values, image_shape)
+    note = (
+        f"match.budget_ipc={budget}: {ipc} images per class in the {config.parameterization} "
+        f"parameterisation ({values} stored values each) take the storage of {budget} pixel "
+        f"image(s) per class; match.ipc={ipc}"
+    )
+    return dataclasses.replace(config, ipc=ipc), note
+
+
 def fit_to_data(
-    config: Any, given: Collection[str], *, train_images: int, expert_batch: int | None
+    config: Any,
+    given: Collection[str],
+    *,
+    train_images: int,
+    expert_batch: int | None,
+    image_shape: tuple[int, ...] | None = None,
 ) -> tuple[Any, tuple[str, ...]]:
     """(config, notes): the method's defaults that depend on the data fitted to it, each
-    change said in a note; knobs in `given` (a preset's or the user's) are never changed.
+    change said in a note; knobs in `given` (a preset's or the user's) are never changed,
+    except match.ipc when match.budget_ipc asks for a storage budget instead.
     `expert_batch` None (a given buffer that does not record it) skips the step rule."""
     notes: list[str] = []
+    if image_shape is not None:
+        config, note = ipc_for_storage(config, image_shape)
+        notes += [note] if note else []
     if expert_batch:
         config, note = _fewer_student_steps(config, given, train_images, expert_batch)
         notes += [note] if note else []

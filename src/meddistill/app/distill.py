@@ -130,6 +130,7 @@ def fit_plan_to_data(plan: DistillPlan, dataset: MedicalDataset) -> DistillPlan:
         set(plan.job.match),
         train_images=len(dataset.train),
         expert_batch=_expert_batch(plan),
+        image_shape=dataset.image_shape,
     )
     return dataclasses.replace(plan, config=config, notes=plan.notes + notes)
 

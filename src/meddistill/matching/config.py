@@ -43,6 +43,7 @@ class TrajectoryConfig:
     # dct_keep lowest DCT frequencies per spatial axis (FreD; 0: half the smallest side)
     parameterization: Literal["pixel", "dct"] = "pixel"
     dct_keep: int = 0
+    budget_ipc: int = 0  # > 0: ipc from the storage of this many pixel images per class
     # Labels (DATM's learned soft labels, TESLA's fixed ones, or class indices): an option of
     # every trajectory method, so a gain from labels can be told from a gain from images
     soft_labels: bool = False
@@ -82,6 +83,7 @@ class TrajectoryConfig:
         check.fraction("momentum_y")
         check.counts("label_expert_epoch", minimum=-1, zero="-1: the last epoch")
         check.counts("dct_keep", minimum=0, zero="0: half the smallest side")
+        check.counts("budget_ipc", minimum=0, zero="0: match.ipc is the image count")
 
     def check_start_range(self) -> None:
         """A random window needs a non-empty start range [min_start, max_start)."""
@@ -102,7 +104,7 @@ LATER_LABEL_OPTIONS = {
 
 
 # The image parameterisation (issue 14), at its default: pixels.
-LATER_IMAGE_OPTIONS = {"parameterization": "pixel", "dct_keep": 0}
+LATER_IMAGE_OPTIONS = {"parameterization": "pixel", "dct_keep": 0, "budget_ipc": 0}
 
 
 def match_identity(match: dict[str, Any]) -> dict[str, Any]:

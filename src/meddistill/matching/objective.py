@@ -58,6 +58,7 @@ class ObjectiveConfig:
     # dct_keep lowest DCT frequencies per spatial axis (0: half the smallest side)
     parameterization: Literal["pixel", "dct"] = "pixel"
     dct_keep: int = 0
+    budget_ipc: int = 0  # > 0: ipc from the storage of this many pixel images per class
     lr_img: float = 0.1
     momentum_img: float = 0.5
     lr_img_decay_at: list[int] = field(default_factory=list)  # iterations where lr_img halves
@@ -87,6 +88,8 @@ class ObjectiveConfig:
             )
         if self.eval_every < 0:
             raise ConfigError(f"option eval_every must be >= 0, got {self.eval_every}")
+        if self.budget_ipc < 0:
+            raise ConfigError(f"option budget_ipc must be >= 0 (0: off), got {self.budget_ipc}")
         if self.dct_keep < 0:
             raise ConfigError(
                 f"option dct_keep must be >= 0 (0: half the side), got {self.dct_keep}"
