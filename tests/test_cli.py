@@ -270,8 +270,6 @@ def test_tiny_buffer_distils_when_all_is_well(capsys, workdir, tiny_buffer):
 
 
 def test_dct_set_within_a_storage_budget(capsys, workdir, tiny_buffer):
-    import json
-
     import yaml
 
     ds, buf = tiny_buffer  # 8 x 8 RGB images, 3 classes
@@ -285,6 +283,25 @@ def test_dct_set_within_a_storage_budget(capsys, workdir, tiny_buffer):
     used = yaml.safe_load((workdir / "dct" / "config.yaml").read_text())
     assert used["match"]["ipc"] == 4 and used["match"]["budget_ipc"] == 1
     assert "match.budget_ipc=1: 4 images per class" in (workdir / "dct" / "log.txt").read_text()
+
+
+def test_latent_set_trains_its_autoencoder_once(capsys, workdir, tiny_buffer):
+    ds, buf = tiny_buffer
+    latent = ["match.parameterization=latent", "match.latent={width: 4, epochs: 1}"]
+    for out in ("lat1", "lat2"):
+        args = ["distill", "--dataset", f"folder:{ds}", "--buffer", str(buf), "--out", out]
+        assert main([*args, *DISTILL_TINY, *latent]) == 0
+    folders = list((workdir / "runs" / "autoencoders").iterdir())
+    assert len(folders) == 1  # the second run reused it
+    log2 = (workdir / "lat2" / "log.txt").read_text()
+    assert "autoencoder: reusing" in log2, log2[-3000:]
+    meta = json.loads((workdir / "lat1" / "synthetic" / "meta.json").read_text())
+    assert Path(meta["parameterization"]["autoencoder"]).resolve() == folders[0].resolve()
+    costs = json.loads((workdir / "lat1" / "costs.json").read_text())
+    assert "autoencoder" in costs["stages"]
+    msg = refused(capsys, workdir, *args, *DISTILL_TINY, "match.parameterization=latent",
+                  "match.latent={downsample: 3}")  # fmt: skip
+    assert "match.latent.downsample = 3 must be a power of 2" in msg
 
 
 def test_buffer_of_another_dataset(capsys, workdir, tiny_buffer):

@@ -1,12 +1,20 @@
 """meddistill: condense a medical image dataset into a few synthetic images per class.
 
-The public API (see meddistill.api): load_dataset, train_experts, distill, evaluate, audit, plus
+The public API (see meddistill.api): load_dataset, train_experts, train_autoencoder, distill,
+evaluate, audit, plus
 SyntheticSet, the method registry (available_methods, get_method) and the dataset type.
 """
 
 __version__ = "0.1.0"
 
-from meddistill.api import audit, distill, evaluate, load_dataset, train_experts  # noqa: E402
+from meddistill.api import (  # noqa: E402
+    audit,
+    distill,
+    evaluate,
+    load_dataset,
+    train_autoencoder,
+    train_experts,
+)
 from meddistill.data.dataset import MedicalDataset  # noqa: E402
 from meddistill.data.synthetic import SyntheticSet  # noqa: E402
 from meddistill.experts.store import TrajectoryStore  # noqa: E402
@@ -23,5 +31,6 @@ __all__ = [
     "evaluate",
     "get_method",
     "load_dataset",
+    "train_autoencoder",
     "train_experts",
 ]

@@ -32,6 +32,8 @@ from meddistill.data.synthetic import SyntheticSet
 from meddistill.experts.config import BufferConfig, expert_train_config
 from meddistill.experts.generate import generate_buffer
 from meddistill.experts.store import TrajectoryStore, train_batch_size
+from meddistill.matching.config import LatentConfig
+from meddistill.matching.latent import Autoencoder, fit_autoencoder, load_autoencoder
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.registry import get_method
 from meddistill.models.spec import ModelSpec
@@ -95,6 +97,14 @@ def train_experts(
     return generate_buffer(dataset.to(dev), cfg, folder, device=dev, progress=progress)
 
 
+def train_autoencoder(
+    dataset: MedicalDataset, progress: bool = True, **settings: Any
+) -> Autoencoder:
+    """The autoencoder of the latent parameterisation, trained on `dataset`'s train split
+    (`settings`: match.latent's keys: channels, downsample, width, epochs, lr, ...)."""
+    return fit_autoencoder(dataset, LatentConfig(**settings), progress)
+
+
 def distill(
     dataset: MedicalDataset,
     method: str = "hoptm",
@@ -107,10 +117,13 @@ def distill(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    autoencoder: Autoencoder | None = None,
     **options: Any,
 ) -> SyntheticSet:
     """Distil `dataset` into `ipc` images per class with `method` (any name of
-    meddistill.methods.registry); `options` are the method's config keys."""
+    meddistill.methods.registry); `options` are the method's config keys. With
+    parameterization="latent", `autoencoder` (train_autoencoder) is the decoder; without it
+    one is trained here (or read from latent={"path": ...})."""
     entry = get_method(method)
     options = {**options, "ipc": ipc}
     if iterations is not None:
@@ -120,12 +133,17 @@ def distill(
         config, _ = fit_window(config, entry.windows_of, experts.epochs, set(options))
     batch = train_batch_size(experts.meta) if experts is not None else None
     config, _ = fit_to_data(config, set(options), train_images=len(dataset.train),
-                            expert_batch=batch)  # fmt: skip
+                            expert_batch=batch, image_shape=dataset.image_shape,
+                            num_classes=dataset.num_classes)  # fmt: skip
     dev = resolve_device(device)
+    if getattr(config, "parameterization", "pixel") == "latent" and autoencoder is None:
+        latent = config.latent
+        autoencoder = (load_autoencoder(latent.path, dataset) if latent.path
+                       else fit_autoencoder(dataset, latent, progress))  # fmt: skip
     run = DistillRun(
         seed=seed, out_dir=Path(out) if out is not None else None,
         dsa_strategy=getattr(config, "dsa_strategy", None) or dsa_strategy_for(dataset),
-        method=entry.name, progress=progress,
+        method=entry.name, progress=progress, autoencoder=autoencoder,
     )  # fmt: skip
     data = dataset.to(dev)
     syn = entry.distill(

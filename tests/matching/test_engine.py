@@ -30,12 +30,19 @@ def _cfg(method="mtt", **kw):
     return get_method(method).make_config(d)
 
 
-def _distiller(cfg, toy, store, out, spec=TINY_SPEC, logs=None, log=None, method=None):
+def _distiller(
+    cfg, toy, store, out, spec=TINY_SPEC, logs=None, log=None, method=None, autoencoder=None
+):
     name = method or next(n for n, m in METHODS.items() if type(cfg) is m.config_type)
     run = DistillRun(
-        seed=0, out_dir=out, dsa_strategy=STRATEGY, method=name, progress=False,
+        seed=0,
+        out_dir=out,
+        dsa_strategy=STRATEGY,
+        method=name,
+        progress=False,
         on_metric=(logs.append if logs is not None else (lambda r: None)),
         log=log or (lambda m: None),
+        autoencoder=autoencoder,
     )
     module = __import__(f"meddistill.methods.{name}", fromlist=["parts"])
     parts = module.parts(cfg, toy, run)
@@ -128,8 +135,9 @@ def test_bad_inputs(toy, toy_buffer, tmp_path):
 
 def test_overlap_at_ipc1_says_it_does_nothing(toy, toy_buffer, tmp_path, capsys):
     messages = []
-    _distiller(_cfg("ptm", ipc=1, retraining_points=0), toy, toy_buffer, tmp_path,
-               log=messages.append)
+    _distiller(
+        _cfg("ptm", ipc=1, retraining_points=0), toy, toy_buffer, tmp_path, log=messages.append
+    )
     assert any("does nothing at IPC 1" in m for m in messages)
     assert "does nothing at IPC 1" in capsys.readouterr().err
 

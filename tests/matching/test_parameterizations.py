@@ -30,9 +30,9 @@ def test_dct_matrix_values_by_hand():
 def test_constant_image_is_one_dc_coefficient():
     # a constant image v of n x n pixels: DC coefficient v * n (orthonormal), nothing else
     param = DCTParam((1, 4, 4), keep=2, images_per_class=1)
-    code = param.encode(torch.full((1, 1, 4, 4), 3.0))["coefficients"]
+    code = param.encode(torch.full((1, 1, 4, 4), 3.0))["codes"]
     assert torch.allclose(code, torch.tensor([[[[12.0, 0.0], [0.0, 0.0]]]]), atol=1e-5)
-    assert torch.allclose(param.render({"coefficients": code}), torch.full((1, 1, 4, 4), 3.0))
+    assert torch.allclose(param.render({"codes": code}), torch.full((1, 1, 4, 4), 3.0))
 
 
 def test_render_projects_onto_low_frequencies():
@@ -50,7 +50,7 @@ def test_render_projects_onto_low_frequencies():
 
 def test_three_dimensional_volumes():
     param = DCTParam((1, 6, 6, 6), keep=2, images_per_class=1)
-    code = param.encode(torch.ones(2, 1, 6, 6, 6))["coefficients"]
+    code = param.encode(torch.ones(2, 1, 6, 6, 6))["codes"]
     assert code.shape == (2, 1, 2, 2, 2)
     assert math.isclose(float(code[0, 0, 0, 0, 0]), 6**1.5, rel_tol=1e-5)
     assert param.values_per_image() == 8
@@ -59,10 +59,10 @@ def test_three_dimensional_volumes():
 def test_render_gradient_matches_finite_differences():
     param = DCTParam((1, 5, 5), keep=3, images_per_class=1)
     param._bases = {5: dct_matrix(5, 3, dtype=torch.float64)}
-    code = {"coefficients": torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)}
+    code = {"codes": torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)}
     weights = torch.randn(2, 1, 5, 5, dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda c: (param.render({"coefficients": c}) * weights).sum(), (code["coefficients"],)
+        lambda c: (param.render({"codes": c}) * weights).sum(), (code["codes"],)
     )
 
 
@@ -86,7 +86,7 @@ def test_engine_learns_in_dct_and_exports_its_codes(method, toy, toy_buffer, tmp
     cfg = _cfg(method, parameterization="dct", dct_keep=3)
     dist = _distiller(cfg, toy, toy_buffer, tmp_path)
     init = dist.initial_state()
-    assert init.params["coefficients"].shape == (3 * 2, 1, 3, 3)  # 3 classes x ipc 2
+    assert init.params["codes"].shape == (3 * 2, 1, 3, 3)  # 3 classes x ipc 2
     syn = dist.run_all()
     assert not torch.equal(syn.images, init.images)
     low = DCTParam((1, 8, 8), keep=3, images_per_class=2)  # the shared images stay low-pass
@@ -96,7 +96,7 @@ def test_engine_learns_in_dct_and_exports_its_codes(method, toy, toy_buffer, tmp
     # stored: 6 images x 9 float32 coefficients + 6 int64 labels
     assert syn.stored_bytes() == 6 * 9 * 4 + 6 * 8
     back = SyntheticSet.load(syn.save(tmp_path / "set"))
-    assert torch.equal(back.codes["coefficients"], syn.codes["coefficients"])
+    assert torch.equal(back.codes["codes"], syn.codes["codes"])
     assert back.meta["stored_bytes"] == 6 * 9 * 4 + 6 * 8
 
 
@@ -112,7 +112,7 @@ def test_dct_resume_is_bit_identical(toy, toy_buffer, tmp_path):
     assert resumed.start()[0].iteration == 4
     result = resumed.run_all()
     assert torch.equal(result.images, full.images)
-    assert torch.equal(result.codes["coefficients"], full.codes["coefficients"])
+    assert torch.equal(result.codes["codes"], full.codes["codes"])
 
 
 def test_retraining_point_resets_coefficients(toy, toy_buffer, tmp_path):
@@ -125,5 +125,5 @@ def test_retraining_point_resets_coefficients(toy, toy_buffer, tmp_path):
     assert snap.shape[1:] == (1, 4, 4)
     dist.step(state, gen)  # restored, and the images rendered from them
     complement = ~dist.foundation
-    assert torch.equal(state.params["coefficients"][complement], snap)
+    assert torch.equal(state.params["codes"][complement], snap)
     assert torch.equal(state.images, dist.param.render(state.params))

@@ -324,11 +324,11 @@ def test_dct_parameterisation_learns_low_pass_images_and_resumes(method, toy, tm
     syn = dist.run_all()
     low = DCTParam((1, 8, 8), keep=3, images_per_class=2)
     assert torch.allclose(low.render(syn.codes), syn.images, atol=1e-5)
-    assert not torch.allclose(syn.images, low.render({"coefficients": init.images}))
+    assert not torch.allclose(syn.images, low.render({"codes": init.images}))
     assert syn.meta["parameterization"]["keep"] == 3
     assert syn.stored_bytes() == 6 * 9 * 4 + 6 * 8
     assert _measure(method, toy, syn.images, tmp_path) < _measure(
-        method, toy, low.render({"coefficients": init.images}), tmp_path
+        method, toy, low.render({"codes": init.images}), tmp_path
     )
     part = _distiller(method, toy, tmp_path / "part", **kw)
     state, gen = part.start()

@@ -131,6 +131,11 @@ REFUSED = [
     ("dm", BASE, "method dm matches batches of real training images"),
     ("herding", BASE, "method herding selects real training images"),
     ("haba", [*TINY, "match.init=noise"], "method haba initialises its bases from real"),
+    (
+        "hoptm",
+        [*TINY, "match.init=noise", "match.parameterization=latent"],
+        "option match.parameterization=latent decodes the set through an autoencoder",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from meddistill.errors import ConfigError
+from meddistill.matching.latent import latent_sizes
 from meddistill.matching.parameterizations import build_parameterization, ipc_for_budget
 from meddistill.matching.schedule import check_schedule
 
@@ -121,21 +122,40 @@ def _scale_free_kappa(config: Any, given: Collection[str]) -> tuple[Any, str | N
     return dataclasses.replace(config, kappa_mode="quantile"), note
 
 
-def ipc_for_storage(config: Any, image_shape: tuple[int, ...]) -> tuple[Any, str | None]:
+def check_parameterization(config: Any, image_shape: tuple[int, ...]) -> None:
+    """Refuse before any work a dct block or an autoencoder that does not fit the images."""
+    name = getattr(config, "parameterization", "pixel")
+    if name == "latent":
+        latent_sizes(config.latent, image_shape)
+    elif name == "dct":
+        build_parameterization(name, config.dct_keep, image_shape, 1)
+
+
+def ipc_for_storage(
+    config: Any, image_shape: tuple[int, ...], num_classes: int = 1
+) -> tuple[Any, str | None]:
     """match.budget_ipc = P: as many images per class as fit the storage of P pixel images
     per class in the chosen parameterisation (dct keeps (K/n)^2 of the values: (n/K)^2 P
-    images), replacing match.ipc, with a note; unchanged when budget_ipc is 0."""
+    images; latent: codes, after the decoder every set shares), replacing match.ipc, with a
+    note; unchanged when budget_ipc is 0."""
     budget = getattr(config, "budget_ipc", 0)
     if not budget:
         return config, None
-    param = build_parameterization(config.parameterization, config.dct_keep, image_shape, 1)
-    values = math.prod(image_shape) if param is None else param.values_per_image()
-    ipc = ipc_for_budget(budget, values, image_shape)
+    shared = 0
+    if config.parameterization == "latent":
+        values, shared = latent_sizes(config.latent, image_shape)
+    else:
+        param = build_parameterization(config.parameterization, config.dct_keep, image_shape, 1)
+        values = math.prod(image_shape) if param is None else param.values_per_image()
+    ipc = ipc_for_budget(budget, values, image_shape, num_classes, shared)
     note = (
         f"match.budget_ipc={budget}: {ipc} images per class in the {config.parameterization} "
-        f"parameterisation ({values} stored values each) take the storage of {budget} pixel "
-        f"image(s) per class; match.ipc={ipc}"
+        f"parameterisation ({values} stored values each"
+        + (f", plus the decoder's {shared}" if shared else "")
+        + f") take the storage of {budget} pixel image(s) per class; match.ipc={ipc}"
     )
+    if shared and shared >= budget * math.prod(image_shape) * num_classes:
+        note += " (the decoder alone exceeds the budget: raise budget_ipc or shrink the decoder)"
     return dataclasses.replace(config, ipc=ipc), note
 
 
@@ -146,6 +166,7 @@ def fit_to_data(
     train_images: int,
     expert_batch: int | None,
     image_shape: tuple[int, ...] | None = None,
+    num_classes: int = 1,
 ) -> tuple[Any, tuple[str, ...]]:
     """(config, notes): the method's defaults that depend on the data fitted to it, each
     change said in a note; knobs in `given` (a preset's or the user's) are never changed,
@@ -153,7 +174,7 @@ def fit_to_data(
     `expert_batch` None (a given buffer that does not record it) skips the step rule."""
     notes: list[str] = []
     if image_shape is not None:
-        config, note = ipc_for_storage(config, image_shape)
+        config, note = ipc_for_storage(config, image_shape, num_classes)
         notes += [note] if note else []
     if expert_batch:
         config, note = _fewer_student_steps(config, given, train_images, expert_batch)

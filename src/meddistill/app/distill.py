@@ -16,7 +16,12 @@ from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, dataset_section_identity, device_of
-from meddistill.app.defaults import fit_to_data, fit_window, step_size_warning
+from meddistill.app.defaults import (
+    check_parameterization,
+    fit_to_data,
+    fit_window,
+    step_size_warning,
+)
 from meddistill.app.private import check_private_distill, set_privacy
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
@@ -30,6 +35,7 @@ from meddistill.experts.generate import generate_buffer
 from meddistill.experts.private import buffer_dp_plan
 from meddistill.experts.store import TrajectoryStore, read_meta, train_batch_size
 from meddistill.matching.config import match_identity
+from meddistill.matching.latent import Autoencoder, autoencoder_for
 from meddistill.matching.loop import DistillRun
 from meddistill.matching.schedule import check_schedule
 from meddistill.methods.base import MethodEntry
@@ -131,6 +137,7 @@ def fit_plan_to_data(plan: DistillPlan, dataset: MedicalDataset) -> DistillPlan:
         train_images=len(dataset.train),
         expert_batch=_expert_batch(plan),
         image_shape=dataset.image_shape,
+        num_classes=dataset.num_classes,
     )
     return dataclasses.replace(plan, config=config, notes=plan.notes + notes)
 
@@ -175,6 +182,7 @@ def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> str | None:
     mismatch (to log once the run folder exists)."""
     if not check_private_distill(plan):
         check_ipc(dataset, plan.ipc)  # a DP run draws no real image (nor class sizes)
+    check_parameterization(plan.config, dataset.image_shape)
     if plan.method.experts is None:
         return None
     if plan.experts is not None:
@@ -339,12 +347,13 @@ def _make_set(
         record_cost(run.path, buffer)
         run.log(f"stage buffer: {store.path} ({store.num_experts} experts) in "
                 f"{buffer.wall_s:.1f} s ({buffer.describe()})")  # fmt: skip
+    autoencoder = _autoencoder(run, plan, dataset, runs_root, progress)
     with measure("distill", plan.device) as distill:
         distill_run = DistillRun(
             seed=job.seed, out_dir=run.path, dsa_strategy=plan.dsa_strategy,
             method=plan.method.name, on_metric=lambda record: run.metric(**record), log=run.log,
             progress=progress, evaluate=periodic_evaluator(plan, dataset),
-            rewind=run.rewind_metrics,
+            rewind=run.rewind_metrics, autoencoder=autoencoder,
         )  # fmt: skip
         syn = plan.method.distill(
             dataset, plan.config, experts=store, model=job.model, device=plan.device,
@@ -364,6 +373,19 @@ def _make_set(
     if warning is not None:
         _tell(run, f"warning: {warning}")
     return syn
+
+
+def _autoencoder(
+    run: RunDir, plan: DistillPlan, dataset: MedicalDataset, runs_root: str | Path, progress: bool
+) -> Autoencoder | None:
+    """The latent parameterisation's autoencoder (given, reused or trained now: its own stage
+    of costs.json), or None for the other parameterisations."""
+    if getattr(plan.config, "parameterization", "pixel") != "latent":
+        return None
+    with measure("autoencoder", plan.device) as stage:
+        ae = autoencoder_for(dataset, plan.config.latent, runs_root, run.log, progress)
+    record_cost(run.path, stage)
+    return ae
 
 
 def _tell(run: RunDir, line: str) -> None:

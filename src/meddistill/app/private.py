@@ -93,6 +93,11 @@ def check_private_distill(plan: DistillPlan) -> bool:
             f"option match.init={init} starts the set from real training images {how}"
             f"(read from the private train split), {tail}; use match.init=noise"
         )
+    if getattr(cfg, "parameterization", "pixel") == "latent":
+        raise ConfigError(
+            "option match.parameterization=latent decodes the set through an autoencoder "
+            f"trained on the private train split, {tail}; use pixel or dct"
+        )
     if getattr(cfg, "eval_every", 0):
         raise ConfigError(
             f"option match.eval_every={cfg.eval_every} scores networks on the validation split "

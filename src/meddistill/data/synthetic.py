@@ -4,7 +4,7 @@ Layout of a synthetic-set folder:
   synthetic.safetensors  images (normalised, float32), labels (int64 [N] or float32 soft [N, C]),
                          and, when learned, syn_lr (the student step size, a 0-d tensor); a
                          set learned in a compact parameterisation (dct) also holds its codes
-                         as code.<name> (meta.json: `parameterization` says how to decode them,
+                         as param.<name> (meta.json: `parameterization` says how to decode them,
                          `stored_bytes` what the codes and labels take)
   meta.json              dataset name and source_id, normalisation, class names, method,
                          resolved config, seed, buffer id, package version
@@ -31,7 +31,7 @@ from meddistill.errors import ArtifactError
 from meddistill.utils import atomic_path, json_text
 
 TENSORS = "synthetic.safetensors"
-CODE_PREFIX = "code."  # a compact parameterisation's tensors in the set file
+CODE_PREFIX = "param."  # a compact parameterisation's tensors in the set file
 META = "meta.json"
 _REMAKE = "re-create the set with `meddistill distill` (or `meddistill coreset`)"
 _SOFT_SUM_TOL = 1e-3  # softmax rows in float32 sum to 1 well within this
@@ -85,9 +85,12 @@ class SyntheticSet:
         return out
 
     def stored_bytes(self) -> int:
-        """What sharing the set takes: its codes (or images) and labels, as float32/int64."""
+        """What sharing the set takes: its codes (or images), labels and any decoder the codes
+        need (a latent set's), as float32 / int64."""
         kept = list(self.codes.values()) or [self.images.to(torch.float32)]
-        return sum(t.numel() * 4 for t in kept) + self.labels.numel() * self.labels.element_size()
+        decoder = int((self.meta.get("parameterization") or {}).get("decoder_bytes", 0))
+        labels = self.labels.numel() * self.labels.element_size()
+        return sum(t.numel() * 4 for t in kept) + labels + decoder
 
     def _meta(self) -> dict[str, Any]:
         """meta.json: what produced the set and how to read it back."""

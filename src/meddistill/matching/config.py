@@ -8,7 +8,8 @@ The seed is not a knob of the method: it is the run's (one `seed` key per job).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from meddistill.errors import ConfigError
@@ -18,6 +19,36 @@ from meddistill.utils import Options, is_integer
 SECTION = "match"  # where a job holds the method's options
 # What 0 iterations give: DD-Ranking's random baseline under the method's own evaluation
 UNMATCHED = "0: the initial set, unmatched (real images labelled as the method labels them)"
+
+
+@dataclass
+class LatentConfig:
+    """The autoencoder of match.parameterization=latent (match.latent.*): code channels
+    (0: the image's), spatial downsampling factor, width, and its training; `path`: an
+    existing autoencoder folder instead of training one."""
+
+    channels: int = 0
+    downsample: int = 2
+    width: int = 32
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("channels", "downsample", "width", "epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < (0 if key == "channels" else 1):
+                raise ConfigError(f"match.latent.{key} must be an integer >= "
+                                  f"{0 if key == 'channels' else 1}, got {value!r}")  # fmt: skip
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"match.latent.lr must be a positive number, got {self.lr!r}")
+
+    def identity(self, source_id: str) -> dict[str, Any]:
+        """What the trained weights depend on (not where they are kept)."""
+        settings = {k: v for k, v in asdict(self).items() if k != "path"}
+        return {"kind": "autoencoder", "source_id": source_id, **settings}
 
 
 @dataclass
@@ -41,8 +72,9 @@ class TrajectoryConfig:
     init: Literal["real", "real_correct", "noise"] = "real"
     # How an image is stored and learned (matching.parameterizations): its pixels, or its
     # dct_keep lowest DCT frequencies per spatial axis (FreD; 0: half the smallest side)
-    parameterization: Literal["pixel", "dct"] = "pixel"
+    parameterization: Literal["pixel", "dct", "latent"] = "pixel"
     dct_keep: int = 0
+    latent: LatentConfig = field(default_factory=LatentConfig)  # the autoencoder of `latent`
     budget_ipc: int = 0  # > 0: ipc from the storage of this many pixel images per class
     # Labels (DATM's learned soft labels, TESLA's fixed ones, or class indices): an option of
     # every trajectory method, so a gain from labels can be told from a gain from images
@@ -104,7 +136,9 @@ LATER_LABEL_OPTIONS = {
 
 
 # The image parameterisation (issue 14), at its default: pixels.
-LATER_IMAGE_OPTIONS = {"parameterization": "pixel", "dct_keep": 0, "budget_ipc": 0}
+LATER_IMAGE_OPTIONS = {
+    "parameterization": "pixel", "dct_keep": 0, "budget_ipc": 0, "latent": asdict(LatentConfig()),
+}  # fmt: skip
 
 
 def match_identity(match: dict[str, Any]) -> dict[str, Any]:

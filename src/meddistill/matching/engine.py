@@ -34,7 +34,7 @@ from meddistill.matching.config import TrajectoryConfig
 from meddistill.matching.hooks import Hook
 from meddistill.matching.labels import LabelMode, label_mode
 from meddistill.matching.loop import DistillLoop, DistillRun
-from meddistill.matching.parameterizations import build_parameterization
+from meddistill.matching.parameterizations import PER_IMAGE, build_parameterization
 from meddistill.matching.schedule import WindowSchedule, check_schedule, sample_window
 from meddistill.matching.state import DistillState
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
@@ -125,6 +125,12 @@ def check_private_parts(
 ) -> None:
     """On a DP buffer the engine reads only trajectories and noise: refuse what would read
     the train split (app.dp says why each setting is refused, before any work)."""
+    if cfg.parameterization == "latent":
+        raise ConfigError(
+            f"the buffer at {store.path} is differentially private; match.parameterization="
+            "latent decodes through an autoencoder trained on the private images: use pixel "
+            "or dct"
+        )
     if cfg.init != "noise" or parts.parameterization is not None:
         what = f"init {cfg.init}" if cfg.init != "noise" else "an image parameterisation"
         raise ConfigError(
@@ -158,7 +164,7 @@ class Distiller(DistillLoop[DistillState]):
         # A method's own parameterisation (HaBa) brings its initial tensors; the engine's
         # (match.parameterization: dct) encodes the images drawn as for pixels.
         self.param = parts.parameterization or build_parameterization(
-            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc
+            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc, run.autoencoder
         )
         self.encodes = parts.parameterization is None and self.param is not None
         self.ipc = self.param.images_per_class if self.param is not None else cfg.ipc
@@ -468,9 +474,12 @@ class Distiller(DistillLoop[DistillState]):
         mode shares them (soft labels: softmax of the learned logits)."""
         images = state.ema if state.ema is not None else state.images
         labels = self.parts.labels.shareable(state.labels)
-        codes = {}  # dct: the coefficients (of the EMA images, when shared: the map is linear)
+        codes = {}  # dct / latent: the codes (their EMA when one is shared) and their render
         if self.encodes:
-            codes = {k: v.detach().cpu().clone() for k, v in self.param.encode(images).items()}
+            learned = state.ema if state.ema is not None else state.params[PER_IMAGE]
+            codes = {PER_IMAGE: learned.detach().cpu().clone()}
+            with torch.no_grad():
+                images = self.param.render({PER_IMAGE: learned})
         return SyntheticSet(
             images=images.detach().cpu().clone(),
             labels=labels.detach().cpu().clone(),

@@ -20,26 +20,27 @@ class Hook(Protocol):
     def after_update(self, state: DistillState, it: int, log: Callable[[str], None]) -> None: ...
 
 
-@dataclass(frozen=True)
-class ImageEMA:
-    """FTD / ATT: an exponential moving average of the images, which is what gets shared."""
-
-    decay: float
-
-    def start(self, state: DistillState) -> None:
-        state.ema = state.images.clone()
-
-    def after_update(self, state: DistillState, it: int, log: Callable[[str], None]) -> None:
-        with torch.no_grad():
-            state.ema.mul_(self.decay).add_(state.images, alpha=1.0 - self.decay)
-
-
 def learned_per_image(state: DistillState) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-image tensor the optimiser moves and its momentum: the images, or their DCT
     coefficients when the engine encodes them (the images are then rendered from these)."""
     if PER_IMAGE in state.params:
         return state.params[PER_IMAGE], state.momentum_params[PER_IMAGE]
     return state.images, state.momentum_images
+
+
+@dataclass(frozen=True)
+class ImageEMA:
+    """FTD / ATT: an exponential moving average of the images, which is what gets shared (of
+    their codes under a dct or latent parameterisation; the shared images are its render)."""
+
+    decay: float
+
+    def start(self, state: DistillState) -> None:
+        state.ema = learned_per_image(state)[0].clone()
+
+    def after_update(self, state: DistillState, it: int, log: Callable[[str], None]) -> None:
+        with torch.no_grad():
+            state.ema.mul_(self.decay).add_(learned_per_image(state)[0], alpha=1.0 - self.decay)
 
 
 class RetrainingPoints:

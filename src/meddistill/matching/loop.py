@@ -53,6 +53,7 @@ class DistillRun:
     progress: bool = True
     evaluate: Evaluator | None = None
     rewind: Rewind = field(default=_quiet)  # (position, tags): forget records past a resume
+    autoencoder: Any = None  # the trained autoencoder of match.parameterization=latent
 
     def warn(self, message: str) -> None:
         """Say it on stderr (above any progress bar) and in the run log."""
@@ -73,6 +74,7 @@ class DistillRun:
             progress=self.progress,
             evaluate=self.evaluate,
             rewind=lambda position, tags: rewind(position, {**tags, **extra}),
+            autoencoder=self.autoencoder,
         )
 
 

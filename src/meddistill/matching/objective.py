@@ -38,6 +38,7 @@ from meddistill.data.dataset import MedicalDataset, Split
 from meddistill.data.draws import check_ipc, draw_per_class, real_per_class
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.errors import ArtifactError, ConfigError, NumericalError
+from meddistill.matching.config import LatentConfig
 from meddistill.matching.loop import DistillLoop, DistillRun
 from meddistill.matching.parameterizations import PER_IMAGE, build_parameterization
 from meddistill.models import ModelSpec, build_model
@@ -56,8 +57,9 @@ class ObjectiveConfig:
     init: Literal["real", "noise"] = "real"
     # How the images are stored and learned (matching.parameterizations): pixels or their
     # dct_keep lowest DCT frequencies per spatial axis (0: half the smallest side)
-    parameterization: Literal["pixel", "dct"] = "pixel"
+    parameterization: Literal["pixel", "dct", "latent"] = "pixel"
     dct_keep: int = 0
+    latent: LatentConfig = field(default_factory=LatentConfig)  # the autoencoder of `latent`
     budget_ipc: int = 0  # > 0: ipc from the storage of this many pixel images per class
     lr_img: float = 0.1
     momentum_img: float = 0.5
@@ -454,7 +456,7 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
         self.objective = build(cfg, self.ctx)
         # dct: state.images holds the stored images' coefficients; the loss sees them rendered
         self.param = build_parameterization(
-            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc
+            cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc, run.autoencoder
         )
         self.real = RealSampler(dataset.train, dataset.num_classes)
         self.labels = torch.arange(dataset.num_classes, device=device).repeat_interleave(cfg.ipc)

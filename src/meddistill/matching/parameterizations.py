@@ -21,9 +21,9 @@ import torch
 
 from meddistill.errors import ConfigError
 
-PARAMETERIZATIONS = ("pixel", "dct")
+PARAMETERIZATIONS = ("pixel", "dct", "latent")
 BYTES_PER_VALUE = 4  # float32, as the set file stores them
-PER_IMAGE = "coefficients"  # the dct tensor, one row per image (hooks reset rows of it)
+PER_IMAGE = "codes"  # the learned tensor of a dct or latent set, one row per image
 
 
 def dct_matrix(n: int, keep: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -105,19 +105,42 @@ class DCTParam:
 
 
 def build_parameterization(
-    name: str, keep: int, image_shape: tuple[int, ...], images_per_class: int
-) -> DCTParam | None:
-    """The engine's own parameterisation for `match.parameterization` (None: pixels)."""
+    name: str,
+    keep: int,
+    image_shape: tuple[int, ...],
+    images_per_class: int,
+    autoencoder: Any = None,
+) -> Any:
+    """The engine's own parameterisation for `match.parameterization` (None: pixels); `latent`
+    takes the trained autoencoder (matching.latent.Autoencoder) the caller made or loaded."""
     if name == "pixel":
         return None
     if name == "dct":
         keep = keep or default_keep(image_shape)
         return DCTParam(image_shape, keep, images_per_class)
+    if name == "latent":
+        if autoencoder is None:
+            raise ConfigError(
+                "match.parameterization=latent needs its autoencoder: run it through "
+                "`meddistill distill` (which trains or reuses one), or pass autoencoder= "
+                "(md.train_autoencoder) to md.distill"
+            )
+        from meddistill.matching.latent import LatentParam
+
+        return LatentParam(autoencoder, images_per_class)
     raise ConfigError(
         f"match.parameterization '{name}' is unknown; use one of {', '.join(PARAMETERIZATIONS)}"
     )
 
 
-def ipc_for_budget(budget_ipc: int, values_per_image: int, image_shape: tuple[int, ...]) -> int:
-    """Images per class that fit the storage of `budget_ipc` pixel images per class."""
-    return max(1, (budget_ipc * math.prod(image_shape)) // values_per_image)
+def ipc_for_budget(
+    budget_ipc: int,
+    values_per_image: int,
+    image_shape: tuple[int, ...],
+    num_classes: int = 1,
+    shared_values: int = 0,
+) -> int:
+    """Images per class that fit the storage of `budget_ipc` pixel images per class, after
+    the values every image shares (a latent set's decoder): at least 1."""
+    budget = budget_ipc * math.prod(image_shape) * num_classes - shared_values
+    return max(1, budget // (values_per_image * num_classes))
