@@ -240,3 +240,23 @@ def test_val_metric_reads_the_val_split_and_cost_table_gives_percent_of_full(
     assert by_method["HoP-TM"][over] == "+15.00"  # 50 - 35, points, by hand
     assert by_method["Random"][over] == "-" and by_method["Full dataset"][over] == "-"
     database.close()
+
+
+def test_shared_bytes_of_pixel_and_compact_sets(tmp_path):
+    import torch
+
+    from meddistill.bench.tables import _shared_bytes
+    from meddistill.data.dataset import Normalization
+    from meddistill.data.synthetic import SyntheticSet
+
+    def made(folder, codes, meta):
+        syn = SyntheticSet(torch.zeros(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]),
+                           Normalization((0.0,), (1.0,)), ["a", "b"], "toy", "src",
+                           meta=meta, codes=codes)  # fmt: skip
+        return syn.save(tmp_path / folder)
+
+    pixel = made("pixel", {}, {})
+    assert _shared_bytes(pixel) == (pixel / "synthetic.safetensors").stat().st_size
+    dct = made("dct", {"codes": torch.zeros(4, 1, 4, 4)}, {"parameterization": {"name": "dct"}})
+    assert _shared_bytes(dct) == 4 * 16 * 4 + 4 * 8  # codes + int64 labels, not the file
+    assert _shared_bytes(tmp_path / "missing") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,6 +475,7 @@ COST_COLUMNS = (
 # match.learn_labels=false]}: a random real subset labelled by the expert, unmatched.
 RANDOM_SOFT = "random+soft"
 SYNTHETIC_FILE = "synthetic.safetensors"
+COMPACT = ("dct", "latent")  # parameterisations whose shared form is their codes
 
 
 def cost_table(
@@ -546,8 +548,8 @@ def _cost_texts(rows: list[ResultRow], arts: dict[str, Artifact]) -> list[str]:
     made = [arts[i] for i in sorted({r.artifact_id for r in rows}) if i in arts]
     parents = [arts[p] for p in sorted({a.parent for a in made if a.parent}) if p in arts]
     peaks = [a.peak_mem_mb for a in made if a.peak_mem_mb is not None]
-    files = [Path(a.path) / SYNTHETIC_FILE for a in made if a.kind == "synthetic" and a.path]
-    sizes = [float(f.stat().st_size) for f in files if f.is_file()]
+    folders = [Path(a.path) for a in made if a.kind == "synthetic" and a.path]
+    sizes = [size for size in map(_shared_bytes, folders) if size is not None]
     return [
         _number(_mean([a.wall_s for a in made]), 1),
         _number(_mean([a.cpu_s for a in made]), 1),
@@ -556,6 +558,22 @@ def _cost_texts(rows: list[ResultRow], arts: dict[str, Artifact]) -> list[str]:
         _number(_mean([r.wall_s for r in rows]), 2),
         _number(_mean(sizes), 0),
     ]
+
+
+def _shared_bytes(folder: Path) -> float | None:
+    """Bytes a user shares: the set file's size, or for a compact set (dct, latent) what its
+    meta.json records as stored (codes, labels and any decoder; the file also holds the
+    decoded images, which a reader can rebuild)."""
+    file = folder / SYNTHETIC_FILE
+    if not file.is_file():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if isinstance(meta, dict) and (meta.get("parameterization") or {}).get("name") in COMPACT:
+        return float(meta["stored_bytes"])
+    return float(file.stat().st_size)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
