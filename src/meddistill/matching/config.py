@@ -8,7 +8,6 @@ The seed is not a knob of the method: it is the run's (one `seed` key per job).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -37,13 +36,11 @@ class LatentConfig:
     path: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("channels", "downsample", "width", "epochs", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < (0 if key == "channels" else 1):
-                raise ConfigError(f"match.latent.{key} must be an integer >= "
-                                  f"{0 if key == 'channels' else 1}, got {value!r}")  # fmt: skip
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"match.latent.lr must be a positive number, got {self.lr!r}")
+        check = Options(f"{SECTION}.latent", self)
+        check.counts("downsample", "width", "epochs", "batch_size")
+        check.counts("channels", minimum=0, zero="0: the image's channels")
+        check.positive("lr")
+        check.seeds("seed")
 
     def identity(self, source_id: str) -> dict[str, Any]:
         """What the trained weights depend on (not where they are kept)."""
