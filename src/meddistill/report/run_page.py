@@ -110,8 +110,27 @@ def _run_cards(run: RunFolder) -> list[tuple[str, Any]]:
     if run.meta and isinstance(run.meta.get("num_images"), int):
         shape = "×".join(str(s) for s in run.meta.get("image_shape", []))
         items.append(("synthetic images", f"{run.meta['num_images']} of {shape}"))
+    items += _storage_items(run.meta or {})
     if res is None:
         items.append(("status", "no results.json yet: running or stopped"))
+    return items
+
+
+def _storage_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """What sharing the set takes, and in which form (pixels, dct coefficients, latent codes
+    plus their decoder)."""
+    items = []
+    param = meta.get("parameterization") or {}
+    name = param.get("name")
+    if name == "dct":
+        items.append(("stored as", f"{param['keep']}×{param['keep']} lowest DCT frequencies "
+                                   "per channel (dct)"))  # fmt: skip
+    elif name == "latent":
+        code = "×".join(str(s) for s in param.get("code_shape", []))
+        items.append(("stored as", f"{code} latent codes + a decoder of "
+                                   f"{param.get('decoder_values')} values (latent)"))  # fmt: skip
+    if isinstance(meta.get("stored_bytes"), int):
+        items.append(("bytes to share", f"{meta['stored_bytes']:,}"))
     return items
 
 
