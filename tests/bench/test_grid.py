@@ -450,3 +450,23 @@ def test_the_readme_results_grid_keeps_the_ids_its_database_was_recorded_with() 
     assert cells["bloodmnist hoptm ipc1 seed0"] == "432fe1e266eb"
     assert cells["breastmnist datm ipc10 seed0"] == "b15095ee63af"
     assert cells["pneumoniamnist ptm ipc10 seed0"] == "6072804d2e4a"
+
+
+def test_the_readme_privacy_and_compact_grids_keep_their_ids() -> None:
+    """The epsilon table (configs/bench/privacy.yaml, recorded at e1ce3f6) and the storage
+    comparison (configs/bench/compact.yaml, at df87452) reproduce while their cells keep
+    these ids; the compact grid's pixel rows are the results grid's cells."""
+    repo = Path(__file__).resolve().parents[2]
+    privacy = {
+        c.label(): c.artifact_id for c in plan(load_grid(repo / "configs/bench/privacy.yaml"))
+    }
+    assert privacy["bloodmnist hoptm+dp8 ipc10 seed0"] == "1c1329654a63"
+    assert privacy["bloodmnist hoptm+noise ipc10 seed0"] == "1e82cc10c25e"
+    assert privacy["breastmnist hoptm ipc10 seed0"] == "4c825945c7df"
+    assert privacy["breastmnist hoptm+dp1 ipc10 seed0"] == "64922be057c0"
+    compact = {
+        c.label(): c.artifact_id for c in plan(load_grid(repo / "configs/bench/compact.yaml"))
+    }
+    assert compact["bloodmnist hoptm ipc1 seed0"] == "432fe1e266eb"
+    assert compact["bloodmnist hoptm+dct ipc1 seed0"] == "82bb4840751b"
+    assert compact["bloodmnist dm+latent ipc1 seed0"] == "2a083694f7f1"
