@@ -63,6 +63,35 @@ def test_an_almost_copy_is_a_copy_in_8_bits():
     assert copies_8bit(moved, train, rep.train_index, NORM).all()
 
 
+def test_training_images_with_texture_added_sit_nearer_their_patients():
+    # 20 training images plus noise of 1.5x their own scale: none is a near copy by the 1 %
+    # tail, yet each is nearer its patient than unseen images are to theirs
+    train, heldout = draws(200, 1), draws(100, 2)
+    moved = memorisation(train[:20] + 1.5 * draws(20, 5), train, heldout, quantile=0.01,
+                         space="pixel")  # fmt: skip
+    assert moved.count == 0
+    assert np.median(moved.ratio) < 0.9 < np.median(moved.heldout_ratio)
+    assert moved.shift_p < 1e-6
+    fresh = memorisation(draws(20, 3), train, heldout, quantile=0.01, space="pixel")
+    assert fresh.shift_p > 0.1  # unseen-like images: no shift
+    chance = attack(0.5, (0.47, 0.53))
+    amber = verdict(moved, fresh, chance)
+    assert amber.light == "amber" and amber.fired == ["A4"]
+    assert "sit nearer to training patients than unseen patients' images do" in amber.paragraph
+    assert amber.numbers["shift_p_pixel"] < 1e-6
+    assert verdict(fresh, fresh, chance).light == "green"
+    assert moved.to_dict()["heldout_median_ratio"] > 0.9
+
+
+def test_nearest_other_row_skips_itself():
+    refs = draws(30, 4)
+    dist, index = nearest(refs, refs, chunk=7, skip_self=True)
+    brute = torch.cdist(refs.flatten(1).double(), refs.flatten(1).double())
+    brute.fill_diagonal_(float("inf"))
+    assert torch.equal(index, brute.argmin(dim=1))
+    assert torch.allclose(dist, brute.min(dim=1).values, rtol=1e-12, atol=0)
+
+
 def attack(auc: float, ci: tuple[float, float], tpr_ci=(0.0, 0.02), n=1000) -> AttackStats:
     return AttackStats(auc, ci, {0.01: 0.01, 0.001: 0.0}, {0.01: tpr_ci, 0.001: (0.0, 0.0)},
                        n, n, 200)  # fmt: skip

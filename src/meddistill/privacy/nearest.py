@@ -16,10 +16,11 @@ EXACT_VALUES = 1 << 25  # float64 values of one chunk's re-measured candidates (
 
 
 def nearest(
-    queries: torch.Tensor, refs: torch.Tensor, chunk: int = CHUNK
+    queries: torch.Tensor, refs: torch.Tensor, chunk: int = CHUNK, skip_self: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of `queries` [N, ...] its nearest row of `refs` [M, ...]: (float64
-    distances [N], int64 indices [N]) on the CPU; ties go to the lower index."""
+    distances [N], int64 indices [N]) on the CPU; ties go to the lower index. `skip_self`:
+    queries are refs, and row i's own copy in refs does not count (its nearest other row)."""
     q_all = queries.detach().flatten(1).float()
     r = refs.detach().flatten(1).float().to(q_all.device)
     r_sq = r.pow(2).sum(dim=1)
@@ -29,8 +30,14 @@ def nearest(
     for start in range(0, q_all.shape[0], chunk):
         q = q_all[start : start + chunk]
         approx = q.pow(2).sum(dim=1, keepdim=True) + r_sq - 2.0 * (q @ r.T)
+        if skip_self:
+            rows = torch.arange(q.shape[0], device=q.device)
+            approx[rows, rows + start] = float("inf")
         cand = approx.topk(k, dim=1, largest=False).indices.sort(dim=1).values  # [n, k]
         exact = (q.double().unsqueeze(1) - r[cand].double()).pow(2).sum(dim=2).sqrt()
+        if skip_self:
+            own = cand == (torch.arange(q.shape[0], device=q.device)[:, None] + start)
+            exact = exact.masked_fill(own, float("inf"))
         best = exact.argmin(dim=1)  # first minimum: the lowest index among exact ties
         dists.append(exact.gather(1, best[:, None]).squeeze(1).cpu())
         index.append(cand.gather(1, best[:, None]).squeeze(1).cpu())

@@ -16,6 +16,9 @@ AMBER (look before sharing), if not red and any of
   A2  feature space holds more near copies than chance explains (p < 0.01): images that
       resemble particular patients in what a trained network sees;
   A3  the attack does better than guessing: AUC CI above 0.5, or TPR at 1 % FPR CI above 1 %.
+  A4  as a whole, the images sit nearer to training patients than unseen patients' images do
+      (the ratio d_tr / d_ho below held-out images' own, one-sided Mann-Whitney p < 0.01, in
+      pixel or feature space): e.g. training images with texture added by a short matching.
 GREEN otherwise. The TPR parts of R3 and A3 apply only when there are at least 1 / FPR = 100
 non-members (below that a 1 % FPR allows no false alarm at all, and one member that happens
 to score above every non-member already reads as several per cent). Green is evidence, not a
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from meddistill.privacy.attack import AttackStats
 from meddistill.privacy.memorisation import SpaceReport
@@ -119,7 +124,20 @@ def _checks(
         out["A2"] = "in what a trained network sees, " + _near(features)
     if "A3" in found:
         out["A3"] = found["A3"]
+    shifted = [r for r in (pixel, features) if r.shift_p < EXCESS_P]
+    if shifted:
+        out["A4"] = _shift(shifted[0])
     return out
+
+
+def _shift(report: SpaceReport) -> str:
+    where = "pixel space" if report.space == "pixel" else "what a trained network sees"
+    held = float(np.median(report.heldout_ratio)) if report.heldout_ratio is not None else 1.0
+    return (
+        f"as a whole its images sit nearer to training patients than unseen patients' images "
+        f"do, in {where} (median distance ratio train / unseen {np.median(report.ratio):.2f}, "
+        f"against {held:.2f} for unseen images; p = {report.shift_p:.1g})"
+    )
 
 
 CAVEAT = (
@@ -151,6 +169,7 @@ def verdict(
         "images": int(pixel.flagged.size), "copies_8bit": copies,
         "near_copies_pixel": pixel.count, "excess_p_pixel": pixel.excess_p,
         "near_copies_features": features.count, "excess_p_features": features.excess_p,
+        "shift_p_pixel": pixel.shift_p, "shift_p_features": features.shift_p,
         "attack_auc": attack.auc, "attack_auc_ci": list(attack.auc_ci),
         "attack_tpr_at_1pct_fpr": attack.tpr[FPR], "attack_tpr_ci": list(attack.tpr_ci[FPR]),
         "nonmembers": attack.nonmembers,
