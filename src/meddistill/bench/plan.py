@@ -27,6 +27,7 @@ from meddistill.errors import ConfigError
 from meddistill.experts.config import buffer_section_identity
 from meddistill.matching.config import match_identity
 from meddistill.models.spec import ModelSpec
+from meddistill.privacy.config import RULES_VERSION
 from meddistill.training.config import TrainConfig
 from meddistill.training.evaluate import EvalConfig, spec_for
 from meddistill.utils import derive_seed, stable_hash
@@ -316,6 +317,7 @@ def _plan_audit(cell: Cell, section: dict[str, Any]) -> None:
     identity = {k: v for k, v in job.items() if k not in _AUDIT_EXECUTION_KEYS}
     identity["dataset"] = _dataset_identity(identity["dataset"])
     identity["eval"] = {k: v for k, v in job["eval"].items() if k not in EvalConfig.SCHEDULING}
+    identity["rules"] = RULES_VERSION  # a verdict under other rules is another audit
     cell.audit_id = stable_hash({"artifact": cell.artifact_id, "audit": identity})
 
 

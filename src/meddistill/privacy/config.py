@@ -10,6 +10,11 @@ from meddistill.utils import Options
 REFERENCES = ("full", "random")
 
 
+# The verdict's rules (privacy/verdict.py): 2 added A4. Part of a grid audit's id, so audits
+# recorded under other rules are made again rather than read back.
+RULES_VERSION = 2
+
+
 @dataclass
 class AuditConfig:
     """The memorisation check and the membership attacks, loss and LiRA (meddistill.privacy).

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from meddistill.privacy.attack import AttackStats
+from meddistill.privacy.config import RULES_VERSION
 from meddistill.privacy.memorisation import SpaceReport
 
 EXCESS_P = 0.01  # R2, A2: near copies beyond chance at this binomial tail
@@ -54,7 +55,8 @@ class Verdict:
         rules = {"excess_p": EXCESS_P, "auc_red": AUC_RED, "tpr_red": TPR_RED,
                  "auc_amber": AUC_AMBER, "tpr_amber": TPR_AMBER, "fpr": FPR}  # fmt: skip
         return {"light": self.light, "paragraph": self.paragraph, "rules_fired": self.fired,
-                "numbers": self.numbers, "thresholds": rules}  # fmt: skip
+                "numbers": self.numbers, "thresholds": rules,
+                "rules_version": RULES_VERSION}  # fmt: skip
 
 
 def _near(report: SpaceReport) -> str:
