@@ -260,3 +260,22 @@ def test_shared_bytes_of_pixel_and_compact_sets(tmp_path):
     dct = made("dct", {"codes": torch.zeros(4, 1, 4, 4)}, {"parameterization": {"name": "dct"}})
     assert _shared_bytes(dct) == 4 * 16 * 4 + 4 * 8  # codes + int64 labels, not the file
     assert _shared_bytes(tmp_path / "missing") is None
+
+
+def test_audit_table_shows_a_grids_latest_audit_of_each_set(tmp_path):
+    from meddistill.bench.db import Artifact, AuditRow, ResultsDB
+    from meddistill.bench.tables import audit_table
+
+    db = ResultsDB(tmp_path / "r.sqlite")
+    db.add_artifact(Artifact(id="set1", kind="synthetic", dataset="toy", method="hoptm", ipc=1,
+                             seed=0, setting="s", config={}))  # fmt: skip
+    old = AuditRow("set1", "rules1", "green", near_copies_pixel=0, near_copies_features=0,
+                   created="2026-11-30T10:00:00Z")  # fmt: skip
+    new = AuditRow("set1", "rules2", "amber", near_copies_pixel=0, near_copies_features=0,
+                   created="2026-11-30T11:00:00Z")  # fmt: skip
+    db.add_audit(old, grid="g")
+    db.add_audit(new, grid="g")
+    rows = audit_table(db, grid="g").rows
+    assert len(rows) == 1 and rows[0][1][3].text == "amber"
+    with pytest.raises(ConfigError, match="several settings"):
+        audit_table(db)

@@ -626,7 +626,8 @@ def audit_table(
     """One row per audited set (method, dataset, IPC, seed): the verdict, the near copies,
     the loss attack's AUC and TPR at 1 % FPR with their intervals, and LiRA's when any audit
     ran shadows. A set audited under two settings (two grids' audit sections) is refused
-    without --grid, as mixed settings are in the other tables."""
+    without --grid, as mixed settings are in the other tables; with --grid, a set the grid
+    audited again (its audit settings or the verdict rules changed) shows its latest audit."""
     rows = [a for a in db.audits(grid=grid)
             if (datasets is None or a.dataset in datasets) and (ipcs is None or a.ipc in ipcs)
             and (methods is None or a.method in methods)]  # fmt: skip
@@ -635,6 +636,9 @@ def audit_table(
             "no audits with these filters; run `meddistill bench GRID` with `audit: {enabled: "
             "true}` in the grid first"
         )
+    if grid is not None:  # the grid's latest audit of each set (older: other settings or rules)
+        latest = {a.artifact_id: a for a in sorted(rows, key=lambda a: a.created)}
+        rows = [a for a in rows if latest[a.artifact_id] is a]
     ids = [a.artifact_id for a in rows]
     if len(set(ids)) < len(ids):
         raise ConfigError("a set was audited under several settings; choose one grid with --grid")
