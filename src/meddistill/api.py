@@ -33,7 +33,7 @@ from meddistill.experts.config import BufferConfig, expert_train_config
 from meddistill.experts.generate import generate_buffer
 from meddistill.experts.store import TrajectoryStore, train_batch_size
 from meddistill.matching.config import LatentConfig
-from meddistill.matching.latent import Autoencoder, fit_autoencoder, load_autoencoder
+from meddistill.matching.latent import Autoencoder, autoencoder_for, fit_autoencoder
 from meddistill.matching.loop import DistillRun
 from meddistill.methods.registry import get_method
 from meddistill.models.spec import ModelSpec
@@ -137,9 +137,7 @@ def distill(
                             num_classes=dataset.num_classes)  # fmt: skip
     dev = resolve_device(device)
     if getattr(config, "parameterization", "pixel") == "latent" and autoencoder is None:
-        latent = config.latent
-        autoencoder = (load_autoencoder(latent.path, dataset) if latent.path
-                       else fit_autoencoder(dataset, latent, progress))  # fmt: skip
+        autoencoder = autoencoder_for(dataset, config.latent, None, lambda _: None, progress)
     run = DistillRun(
         seed=seed, out_dir=Path(out) if out is not None else None,
         dsa_strategy=getattr(config, "dsa_strategy", None) or dsa_strategy_for(dataset),

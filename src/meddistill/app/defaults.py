@@ -17,8 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from meddistill.errors import ConfigError
-from meddistill.matching.latent import latent_sizes
-from meddistill.matching.parameterizations import build_parameterization, ipc_for_budget
+from meddistill.matching.parameterizations import ipc_for_budget, stored_values
 from meddistill.matching.schedule import check_schedule
 
 WINDOW_KNOBS = ("expert_epochs", "max_start")
@@ -122,15 +121,6 @@ def _scale_free_kappa(config: Any, given: Collection[str]) -> tuple[Any, str | N
     return dataclasses.replace(config, kappa_mode="quantile"), note
 
 
-def check_parameterization(config: Any, image_shape: tuple[int, ...]) -> None:
-    """Refuse before any work a dct block or an autoencoder that does not fit the images."""
-    name = getattr(config, "parameterization", "pixel")
-    if name == "latent":
-        latent_sizes(config.latent, image_shape)
-    elif name == "dct":
-        build_parameterization(name, config.dct_keep, image_shape, 1)
-
-
 def ipc_for_storage(
     config: Any, image_shape: tuple[int, ...], num_classes: int = 1
 ) -> tuple[Any, str | None]:
@@ -141,12 +131,7 @@ def ipc_for_storage(
     budget = getattr(config, "budget_ipc", 0)
     if not budget:
         return config, None
-    shared = 0
-    if config.parameterization == "latent":
-        values, shared = latent_sizes(config.latent, image_shape)
-    else:
-        param = build_parameterization(config.parameterization, config.dct_keep, image_shape, 1)
-        values = math.prod(image_shape) if param is None else param.values_per_image()
+    values, shared = stored_values(config, image_shape)
     ipc = ipc_for_budget(budget, values, image_shape, num_classes, shared)
     note = (
         f"match.budget_ipc={budget}: {ipc} images per class in the {config.parameterization} "

@@ -16,12 +16,7 @@ from tqdm.auto import tqdm
 
 from meddistill.app.buffer import buffer_folder, dataset_identity
 from meddistill.app.config import CoresetJob, DistillJob, dataset_section_identity, device_of
-from meddistill.app.defaults import (
-    check_parameterization,
-    fit_to_data,
-    fit_window,
-    step_size_warning,
-)
+from meddistill.app.defaults import fit_to_data, fit_window, step_size_warning
 from meddistill.app.private import check_private_distill, set_privacy
 from meddistill.app.record import evaluate_row, finish_set, summary
 from meddistill.config import to_dict
@@ -37,6 +32,7 @@ from meddistill.experts.store import TrajectoryStore, read_meta, train_batch_siz
 from meddistill.matching.config import match_identity
 from meddistill.matching.latent import Autoencoder, autoencoder_for
 from meddistill.matching.loop import DistillRun
+from meddistill.matching.parameterizations import stored_values
 from meddistill.matching.schedule import check_schedule
 from meddistill.methods.base import MethodEntry
 from meddistill.methods.registry import get_method
@@ -182,7 +178,7 @@ def check_before_work(plan: DistillPlan, dataset: MedicalDataset) -> str | None:
     mismatch (to log once the run folder exists)."""
     if not check_private_distill(plan):
         check_ipc(dataset, plan.ipc)  # a DP run draws no real image (nor class sizes)
-    check_parameterization(plan.config, dataset.image_shape)
+    stored_values(plan.config, dataset.image_shape)  # a dct block or autoencoder that fits
     if plan.method.experts is None:
         return None
     if plan.experts is not None:

@@ -3,9 +3,9 @@
 Layout of a synthetic-set folder:
   synthetic.safetensors  images (normalised, float32), labels (int64 [N] or float32 soft [N, C]),
                          and, when learned, syn_lr (the student step size, a 0-d tensor); a
-                         set learned in a compact parameterisation (dct) also holds its codes
-                         as param.<name> (meta.json: `parameterization` says how to decode them,
-                         `stored_bytes` what the codes and labels take)
+                         set learned in a compact parameterisation (dct, latent) also holds
+                         its codes as param.<name> (meta.json: `parameterization` says how to
+                         decode them, `stored_bytes` what the codes, labels and any decoder take)
   meta.json              dataset name and source_id, normalisation, class names, method,
                          resolved config, seed, buffer id, package version
 Images stay in the dataset's normalised space; the normalisation recorded here maps them back
@@ -49,7 +49,7 @@ class SyntheticSet:
     source_id: str
     syn_lr: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    codes: dict[str, torch.Tensor] = field(default_factory=dict)  # compact form (dct), if any
+    codes: dict[str, torch.Tensor] = field(default_factory=dict)  # dct / latent codes, if any
 
     @property
     def num_classes(self) -> int:

@@ -67,8 +67,9 @@ class TrajectoryConfig:
     dsa_strategy: str | None = None  # None: the dataset's default strategy
     # Initialisation
     init: Literal["real", "real_correct", "noise"] = "real"
-    # How an image is stored and learned (matching.parameterizations): its pixels, or its
-    # dct_keep lowest DCT frequencies per spatial axis (FreD; 0: half the smallest side)
+    # How an image is stored and learned (matching.parameterizations): its pixels, its
+    # dct_keep lowest DCT frequencies per spatial axis (FreD; 0: half the smallest side), or
+    # its code of an autoencoder (latent)
     parameterization: Literal["pixel", "dct", "latent"] = "pixel"
     dct_keep: int = 0
     latent: LatentConfig = field(default_factory=LatentConfig)  # the autoencoder of `latent`
@@ -160,6 +161,8 @@ def check_objective_options(cfg: Any) -> None:
     check.counts("ipc", "iterations", "batch_real", "checkpoint_every", "log_every")
     check.counts("eval_every", minimum=0, zero="0: evaluate only at the end")
     check.positive("lr_img", "syn_lr")
+    check.counts("dct_keep", minimum=0, zero="0: half the smallest side")
+    check.counts("budget_ipc", minimum=0, zero="0: match.ipc is the image count")
     check.fraction("momentum_img")
     decays = cfg.lr_img_decay_at
     if not all(is_integer(m) and m >= 0 for m in decays):

@@ -162,7 +162,7 @@ class Distiller(DistillLoop[DistillState]):
         self.cfg, self.parts, self.run = cfg, parts, run
         self.dataset, self.store, self.spec, self.device = dataset, store, spec, device
         # A method's own parameterisation (HaBa) brings its initial tensors; the engine's
-        # (match.parameterization: dct) encodes the images drawn as for pixels.
+        # (match.parameterization: dct, latent) encodes the images drawn as for pixels.
         self.param = parts.parameterization or build_parameterization(
             cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc, run.autoencoder
         )
@@ -240,7 +240,7 @@ class Distiller(DistillLoop[DistillState]):
             params = {k: v.to(self.device) for k, v in self.param.initial_tensors().items()}
         else:
             images = self.initial_images(gen)
-            if self.param is not None:  # dct: the drawn images, encoded
+            if self.param is not None:  # dct, latent: the drawn images, encoded
                 params = self.param.encode(images)
         if params:
             with torch.no_grad():

@@ -21,8 +21,8 @@ class Hook(Protocol):
 
 
 def learned_per_image(state: DistillState) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-image tensor the optimiser moves and its momentum: the images, or their DCT
-    coefficients when the engine encodes them (the images are then rendered from these)."""
+    """The per-image tensor the optimiser moves and its momentum: the images, or their codes
+    (dct, latent) when the engine encodes them (the images are then rendered from these)."""
     if PER_IMAGE in state.params:
         return state.params[PER_IMAGE], state.momentum_params[PER_IMAGE]
     return state.images, state.momentum_images
@@ -45,8 +45,8 @@ class ImageEMA:
 
 class RetrainingPoints:
     """PTM section 3.3: at k points the complement subset S^c is reset to the snapshot taken
-    half-way to the previous point (its momentum cleared); under the dct parameterisation the
-    snapshot and the reset are of the images' coefficients."""
+    half-way to the previous point (its momentum cleared); under a dct or latent
+    parameterisation the snapshot and the reset are of the images' codes."""
 
     def __init__(self, iterations: int, k: int, complement: torch.Tensor) -> None:
         self.pairs = retraining_schedule(iterations, k)

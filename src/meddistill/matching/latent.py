@@ -146,12 +146,19 @@ def load_autoencoder(folder: str | Path, dataset: MedicalDataset) -> Autoencoder
 
 
 def autoencoder_for(
-    dataset: MedicalDataset, cfg: LatentConfig, runs_root: str | Path, log: Any, progress: bool
+    dataset: MedicalDataset,
+    cfg: LatentConfig,
+    runs_root: str | Path | None,
+    log: Any,
+    progress: bool,
 ) -> Autoencoder:
     """The given autoencoder (match.latent.path), or the one these settings made (reused), or
-    a new one trained now and kept under RUNS/autoencoders/."""
+    a new one trained now and kept under RUNS/autoencoders/ (`runs_root` None: kept in memory
+    only, as the API writes nothing unless asked)."""
     if cfg.path is not None:
         return load_autoencoder(cfg.path, dataset)
+    if runs_root is None:
+        return fit_autoencoder(dataset, cfg, progress)
     key = stable_hash(cfg.identity(dataset.source_id), 8)
     folder = inside(runs_root, Path(runs_root) / "autoencoders" / f"{slug(dataset.name)}-{key}",
                     "autoencoder folder")  # fmt: skip

@@ -55,8 +55,9 @@ class ObjectiveConfig:
     ipc: int = 10
     iterations: int = 1000  # iterations of the paper (steps = iterations * steps_per_iteration)
     init: Literal["real", "noise"] = "real"
-    # How the images are stored and learned (matching.parameterizations): pixels or their
-    # dct_keep lowest DCT frequencies per spatial axis (0: half the smallest side)
+    # How the images are stored and learned (matching.parameterizations): pixels, their
+    # dct_keep lowest DCT frequencies per spatial axis (0: half the smallest side), or the
+    # codes of an autoencoder (latent)
     parameterization: Literal["pixel", "dct", "latent"] = "pixel"
     dct_keep: int = 0
     latent: LatentConfig = field(default_factory=LatentConfig)  # the autoencoder of `latent`
@@ -454,7 +455,7 @@ class ObjectiveDistiller(DistillLoop[ObjectiveState]):
             dsa=dsa,
         )
         self.objective = build(cfg, self.ctx)
-        # dct: state.images holds the stored images' coefficients; the loss sees them rendered
+        # dct, latent: state.images holds the stored images' codes; the loss sees them rendered
         self.param = build_parameterization(
             cfg.parameterization, cfg.dct_keep, dataset.image_shape, cfg.ipc, run.autoencoder
         )

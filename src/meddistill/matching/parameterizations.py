@@ -48,17 +48,28 @@ def default_keep(image_shape: tuple[int, ...]) -> int:
     return max(1, min(image_shape[1:]) // 2)
 
 
+def _check_keep(keep: int, image_shape: tuple[int, ...]) -> None:
+    sides = tuple(int(s) for s in image_shape[1:])
+    if not 1 <= keep <= min(sides):
+        raise ConfigError(
+            f"match.dct_keep = {keep} frequencies per axis does not fit images of spatial "
+            f"size {'x'.join(map(str, sides))}; use 1..{min(sides)} (0: half the side)"
+        )
+
+
+def dct_values(keep: int, image_shape: tuple[int, ...]) -> int:
+    """Values one image stores in dct: its channels x keep per spatial axis (checked)."""
+    _check_keep(keep, image_shape)
+    return int(image_shape[0]) * keep ** (len(image_shape) - 1)
+
+
 class DCTParam:
     """Images as their low-frequency DCT coefficients (FreD). `encode` the engine's initial
     images once; `render` is linear, so its gradient is exact and cheap."""
 
     def __init__(self, image_shape: tuple[int, ...], keep: int, images_per_class: int) -> None:
+        _check_keep(keep, image_shape)
         sides = tuple(int(s) for s in image_shape[1:])
-        if not 1 <= keep <= min(sides):
-            raise ConfigError(
-                f"match.dct_keep = {keep} frequencies per axis does not fit images of spatial "
-                f"size {'x'.join(map(str, sides))}; use 1..{min(sides)} (0: half the side)"
-            )
         self.image_shape = tuple(int(s) for s in image_shape)
         self.keep = int(keep)
         self.images_per_class = int(images_per_class)
@@ -89,7 +100,7 @@ class DCTParam:
         return {PER_IMAGE: float(lr_img)}
 
     def values_per_image(self) -> int:
-        return self.image_shape[0] * self.keep ** (len(self.image_shape) - 1)
+        return dct_values(self.keep, self.image_shape)
 
     def describe(self) -> dict[str, Any]:
         """Metadata for the set: the transform and what storing it costs."""
@@ -131,6 +142,20 @@ def build_parameterization(
     raise ConfigError(
         f"match.parameterization '{name}' is unknown; use one of {', '.join(PARAMETERIZATIONS)}"
     )
+
+
+def stored_values(config: Any, image_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(values each image stores, values all images share: a latent set's decoder) in the
+    config's parameterisation, from its settings alone (nothing trained); refuses a dct block
+    or an autoencoder that does not fit the images."""
+    name = getattr(config, "parameterization", "pixel")
+    if name == "dct":
+        return dct_values(config.dct_keep or default_keep(image_shape), image_shape), 0
+    if name == "latent":
+        from meddistill.matching.latent import latent_sizes
+
+        return latent_sizes(config.latent, image_shape)
+    return math.prod(image_shape), 0
 
 
 def ipc_for_budget(

@@ -23,6 +23,7 @@ patients than unseen patients do).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,17 +68,17 @@ class SpaceReport:
 
     @property
     def ratio(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.d_heldout > 0, self.d_train / self.d_heldout, np.inf)
+        return _ratios(self.d_train, self.d_heldout)
 
-    @property
+    @cached_property
     def shift_p(self) -> float:
         """One-sided Mann-Whitney p that the synthetic ratios are smaller than held-out
-        images' (1.0 without a yardstick)."""
+        images' (1.0 without a yardstick); infinite ratios (a zero denominator) rank last."""
         if self.heldout_ratio is None or self.heldout_ratio.size < 2 or self.flagged.size < 2:
             return 1.0
-        ratios = np.nan_to_num(self.ratio, posinf=np.finfo(float).max)
-        return float(mannwhitneyu(ratios, self.heldout_ratio, alternative="less").pvalue)
+        big = np.finfo(float).max
+        ours, theirs = (np.nan_to_num(r, posinf=big) for r in (self.ratio, self.heldout_ratio))
+        return float(mannwhitneyu(ours, theirs, alternative="less").pvalue)
 
     def closest(self, k: int) -> np.ndarray:
         """Indices of the `k` synthetic images nearest to a train image, nearest first."""
@@ -132,8 +133,9 @@ def memorisation(
 
 
 def _ratios(near: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """near / far per image, infinite where far is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(far > 0, near / far, np.finfo(float).max)
+        return np.where(far > 0, near / far, np.inf)
 
 
 def copies_8bit(

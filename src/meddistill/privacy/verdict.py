@@ -133,12 +133,13 @@ def _checks(
 
 
 def _shift(report: SpaceReport) -> str:
+    """A4's sentence (it fires only with a yardstick: heldout_ratio is set)."""
     where = "pixel space" if report.space == "pixel" else "what a trained network sees"
-    held = float(np.median(report.heldout_ratio)) if report.heldout_ratio is not None else 1.0
     return (
         f"as a whole its images sit nearer to training patients than unseen patients' images "
         f"do, in {where} (median distance ratio train / unseen {np.median(report.ratio):.2f}, "
-        f"against {held:.2f} for unseen images; p = {report.shift_p:.1g})"
+        f"against {np.median(report.heldout_ratio):.2f} for unseen images; "
+        f"p = {report.shift_p:.1g})"
     )
 
 
