@@ -9,7 +9,9 @@ A job command's --help lists its config keys and defaults; `meddistill config sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +20,7 @@ from typing import Any
 
 from meddistill import __version__
 from meddistill.config import apply_overrides, load_yaml, merge
-from meddistill.errors import MeddistillError
+from meddistill.errors import ConfigError, MeddistillError, RankLost
 from meddistill.memory import keep_freed_memory
 from meddistill.oserrors import describe_oserror
 
@@ -744,6 +746,43 @@ def _method_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+# The commands one job may spread over torchrun's ranks (README: "One job on several processes").
+DISTRIBUTED_COMMANDS = ("buffer", "distill", "evaluate")
+
+
+def _rank_prefix(exc: Exception) -> str:
+    """'rank R: ' for an error of one rank of a torchrun job (RankLost names its own)."""
+    from meddistill import distributed
+
+    if distributed.world_size() == 1 or isinstance(exc, RankLost):
+        return ""
+    return f"rank {distributed.rank()}: "
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The command, in this process or as one rank of a torchrun job (then rank 0 prints and
+    writes; the other ranks compute their share quietly)."""
+    from meddistill import distributed
+
+    if not distributed.launched():
+        return COMMANDS[args.command](args)
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise ConfigError(
+            f"`meddistill {args.command}` runs in one process; torchrun runs "
+            f"{', '.join(DISTRIBUTED_COMMANDS)} (start this command without torchrun)"
+        )
+    distributed.init_from_environment(getattr(args, "device", None))
+    try:
+        if distributed.is_main():
+            return COMMANDS[args.command](args)
+        args.no_progress = True
+        quiet = io.StringIO()  # notes and results are rank 0's to print; errors still show
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            return COMMANDS[args.command](args)
+    finally:
+        distributed.shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser(_method_of(sys.argv[1:] if argv is None else argv))
@@ -764,9 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, args.threads))
     try:
-        return COMMANDS[args.command](args)
+        return _run_command(args)
     except MeddistillError as exc:
-        print(f"meddistill {args.command}: error: {exc}", file=sys.stderr)
+        print(f"meddistill {args.command}: error: {_rank_prefix(exc)}{exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a full disk, a read-only folder, a file where a folder must be
         print(f"meddistill {args.command}: error: {describe_oserror(exc)}", file=sys.stderr)

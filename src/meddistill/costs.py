@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from meddistill import distributed
 from meddistill.memory import proc_status_kb, reset_peak_rss
 from meddistill.utils import write_json_atomic
 
@@ -237,7 +238,13 @@ def _sessions(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def record_cost(folder: str | Path, cost: Cost, **extra: Any) -> dict[str, Any]:
     """Add one session of a stage to folder/costs.json (written atomically) and refresh the
-    per-stage totals. Sessions accumulate: a resumed or re-evaluated run adds to them."""
+    per-stage totals. Sessions accumulate: a resumed or re-evaluated run adds to them.
+    Under torchrun rank 0 writes it, its session saying how many ranks ran (the times and
+    memory are rank 0's)."""
+    if not distributed.is_main():
+        return {}
+    if distributed.world_size() > 1:
+        extra = {**extra, "ranks": distributed.world_size()}
     data = read_costs(folder)
     ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sessions = [*_sessions(data), {**cost.to_dict(), **extra, "ended": ended}]

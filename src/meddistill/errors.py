@@ -59,3 +59,9 @@ class NumericalError(MeddistillError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class RankLost(MeddistillError):
+    """Another rank of a torchrun job stopped (killed, out of memory, an error of its own)."""
+
+    exit_code = 6

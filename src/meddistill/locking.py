@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from meddistill import distributed
 from meddistill.errors import ConfigError
 
 LOCK_FILE = ".meddistill.lock"
@@ -35,6 +36,9 @@ def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
     with one line when another process holds it; on entry, remove temporaries of dead owners."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # torchrun: rank 0 holds the job's locks, the others work
+        yield path  # under them (and write only their own expert files)
+        return
     lock_file = path / LOCK_FILE
     lock = FileLock(lock_file, is_singleton=True)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from meddistill import __version__
+from meddistill import __version__, distributed
 from meddistill.errors import ConfigError
 from meddistill.locking import folder_lock
 from meddistill.utils import atomic_path, json_text, stable_hash, write_json_atomic
@@ -81,6 +81,12 @@ class RunDir:
         self.config = config
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(folder_lock(self.path, "run folder"))
+        self.writes = distributed.is_main()  # under torchrun rank 0 writes the run's files
+        if not self.writes:
+            self.logger = logging.getLogger("meddistill.run.other-rank")
+            self.logger.addHandler(logging.NullHandler())
+            self.logger.propagate = False
+            return
         try:
             with atomic_path(self.path / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -121,6 +127,8 @@ class RunDir:
     def metric(self, **values: Any) -> None:
         """Append one JSON object to metrics.jsonl (flushed at once, so a crash keeps it);
         a NaN or infinite number is written null (strict JSON, as every reader expects)."""
+        if not self.writes:
+            return
         record = {"time": round(time.time(), 3), **values}
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json_text(record, default=float) + "\n")
@@ -136,7 +144,7 @@ class RunDir:
 
     def _filter_metrics(self, keep: Any) -> None:
         path = self.path / "metrics.jsonl"
-        if not path.is_file():
+        if not self.writes or not path.is_file():
             return
         lines = path.read_text().splitlines()
         kept = [line for line in lines if (record := _record(line)) is not None and keep(record)]
@@ -147,12 +155,13 @@ class RunDir:
     def save_json(self, name: str, obj: Any) -> Path:
         """Write a result file atomically and return its path."""
         target = self.path / name
-        write_json_atomic(target, obj)
+        if self.writes:
+            write_json_atomic(target, obj)
         return target
 
     def close(self) -> None:
         """Close the log and release the folder's lock (idempotent)."""
-        for handler in list(self.logger.handlers):
+        for handler in list(self.logger.handlers) if self.writes else []:
             handler.close()
             self.logger.removeHandler(handler)
         self._stack.close()

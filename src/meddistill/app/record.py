@@ -90,11 +90,12 @@ def finish_set(
     Evaluating the same set again with other settings keeps the earlier results as
     results.<eval id>.json; the same settings again replace their own metrics record."""
     out = run.path
-    syn.save(out / "synthetic")
-    save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
-    if not keep_checkpoint:  # the set is saved: the checkpoint only costs disk from here on
-        for checkpoint in out.rglob(CHECKPOINT):
-            checkpoint.unlink()
+    if run.writes:  # under torchrun: rank 0 (the others take part in the evaluation)
+        syn.save(out / "synthetic")
+        save_class_grids(syn.images, syn.labels, syn.class_names, syn.normalization, out / "grids")
+        if not keep_checkpoint:  # the set is saved: the checkpoint only costs disk from here on
+            for checkpoint in out.rglob(CHECKPOINT):
+                checkpoint.unlink()
     eval_id = stable_hash(eval_cfg.protocol(), 8) if eval_cfg is not None else None
     results.update(
         {"synthetic": str(out / "synthetic"), "run_dir": str(out), "rows": [], "eval_id": eval_id}
@@ -111,6 +112,9 @@ def finish_set(
         run.metric(stage="final_eval", eval_id=eval_id, **summary(row))
         run.log(f"stage final evaluation ({eval_id}) in {row.get('wall_s')} s "
                 f"({cost.describe()}):\n{results_table(results['rows'])}")  # fmt: skip
+    if not run.writes:
+        run.close()
+        return results
     _keep_other_evaluation(out, eval_id)
     write_results(run.path, results)
     run.log(set_line(results))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from meddistill import __version__
+from meddistill import __version__, distributed
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ExpertBufferError
@@ -233,14 +233,16 @@ def _generate(
 ) -> TrajectoryStore:
     """generate_buffer's work, under the folder's lock."""
     plan = buffer_dp_plan(dataset, cfg)
-    _prepare_folder(out, dataset, cfg, plan)
-    record_expert_summaries(out)  # experts finished before a kill, or by an older meddistill
+    main = distributed.is_main()
+    if main:  # under torchrun rank 0 prepares the folder; every rank then trains its share
+        _prepare_folder(out, dataset, cfg, plan)
+        record_expert_summaries(out)  # experts finished before a kill, or by older meddistill
+    distributed.barrier()
     store = TrajectoryStore(out)
-    todo = [i for i in range(cfg.num_experts) if i not in set(store.expert_ids)]
+    todo = distributed.share([i for i in range(cfg.num_experts) if i not in set(store.expert_ids)])
     data = dataset.to(device)
     with tqdm(
-        total=cfg.num_experts,
-        initial=cfg.num_experts - len(todo),
+        total=len(todo),
         desc="experts",
         disable=not progress,
         unit="expert",
@@ -255,9 +257,14 @@ def _generate(
                 seed=seed,
                 history=history,
             )
-            record_expert_summaries(out)
+            if main:
+                record_expert_summaries(out)
             bar.update(1)
             bar.set_postfix(_postfix(history))
+    distributed.barrier()  # every rank's experts are written
+    if main and distributed.world_size() > 1:
+        record_expert_summaries(out)
+    distributed.barrier()
     return TrajectoryStore(out)
 
 

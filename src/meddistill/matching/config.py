@@ -63,6 +63,9 @@ class TrajectoryConfig:
     # Student
     batch_syn: int = 0  # 0: all synthetic images in every step
     gradient_mode: Literal["adjoint", "unroll"] = "adjoint"
+    # Windows per iteration, their gradients averaged (spread over torchrun's ranks; 1: the
+    # papers' loop). The set depends on W, never on how many ranks computed it.
+    windows_per_iteration: int = 1
     dsa: bool = True
     dsa_strategy: str | None = None  # None: the dataset's default strategy
     # Initialisation
@@ -100,7 +103,7 @@ class TrajectoryConfig:
         check = Options(SECTION, self)
         check.counts("ipc", "syn_steps", "expert_epochs", "max_start")
         check.counts("iterations", minimum=0, zero=UNMATCHED)
-        check.counts("checkpoint_every", "log_every")
+        check.counts("checkpoint_every", "log_every", "windows_per_iteration")
         check.counts("min_start", minimum=0)
         check.counts("batch_syn", minimum=0, zero="0: all images in every step")
         check.counts("eval_every", minimum=0, zero="0: evaluate only at the end")
@@ -139,11 +142,15 @@ LATER_IMAGE_OPTIONS = {
 }  # fmt: skip
 
 
+# Several windows per iteration (issue 15), at its default: the papers' one.
+LATER_PARALLEL_OPTIONS = {"windows_per_iteration": 1}
+
+
 def match_identity(match: dict[str, Any]) -> dict[str, Any]:
     """A match section as identities hash it: the label knobs left out while all are at
-    their hard-label defaults, and the parameterisation while it is pixels, so runs recorded
-    before those options existed keep their ids."""
-    for later in (LATER_LABEL_OPTIONS, LATER_IMAGE_OPTIONS):
+    their hard-label defaults, the parameterisation while it is pixels and the window count
+    while it is 1, so runs recorded before those options existed keep their ids."""
+    for later in (LATER_LABEL_OPTIONS, LATER_IMAGE_OPTIONS, LATER_PARALLEL_OPTIONS):
         if all(match.get(k, v) == v for k, v in later.items()):
             match = {k: v for k, v in match.items() if k not in later}
     return match

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
+from meddistill import distributed
 from meddistill.augment.dsa import DSA
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
@@ -35,7 +36,7 @@ from meddistill.matching.hooks import Hook
 from meddistill.matching.labels import LabelMode, label_mode
 from meddistill.matching.loop import DistillLoop, DistillRun
 from meddistill.matching.parameterizations import PER_IMAGE, build_parameterization
-from meddistill.matching.schedule import WindowSchedule, check_schedule, sample_window
+from meddistill.matching.schedule import Window, WindowSchedule, check_schedule, sample_window
 from meddistill.matching.state import DistillState
 from meddistill.matching.student import StudentProblem, plan_steps, student_gradients
 from meddistill.matching.terms import (
@@ -46,6 +47,13 @@ from meddistill.matching.terms import (
     ParameterMatch,
     StepChoice,
     last_step,
+)
+from meddistill.matching.windows import (
+    Merged,
+    WindowResult,
+    check_window_count,
+    merge,
+    state_view,
 )
 from meddistill.models import ModelSpec, build_model_for, frozen_mask
 from meddistill.models.functional import functional_forward
@@ -174,6 +182,7 @@ class Distiller(DistillLoop[DistillState]):
         elif parts.parameterization is None:
             check_ipc(dataset, cfg.ipc)
         self.total = cfg.iterations
+        check_window_count(cfg.windows_per_iteration)
         self.dsa = DSA(run.dsa_strategy, spatial_dims=dataset.spatial_dims) if cfg.dsa else None
         self.dsa_strategy = run.dsa_strategy if cfg.dsa else "none"
         self.model = build_model_for(spec, dataset, seed=0).to(device)
@@ -307,16 +316,14 @@ class Distiller(DistillLoop[DistillState]):
         """One distillation iteration, updating `state` in place."""
         t0 = time.perf_counter()
         it = state.iteration
-        window = sample_window(
-            it, self.parts.windows, self.store.expert_ids, self.store.epochs, generator
-        )
-        theta = self.store.load_many(
-            window.expert, [window.start, window.mid, window.end], device=self.device
-        )
-        ctx = MatchContext(it, *theta, state=state, exclude=self.exclude)
-        ctx.record.update({"match": 0.0, "shape": 0.0, "util": 1.0, "kappa": 0.0})
         rendered, leaves = self._render(state)
-        loss, grads = self._match(state, ctx, window.syn_steps, generator)
+        if self.cfg.windows_per_iteration == 1:  # the papers' loop: the run's own generator
+            window = self._draw(it, generator)
+            one = self._window(state, state, window, generator)
+            loss, grads, record = one.loss, one.grads, one.record
+        else:
+            window, merged = self._windows(state)
+            loss, grads, record = merged.loss, merged.grads, merged.record
         grad_images, image_values = self._image_terms(state, grads.images)
         for term in self.parts.image_terms:
             loss = loss + term.weight * image_values[term.name]
@@ -332,7 +339,6 @@ class Distiller(DistillLoop[DistillState]):
             with torch.no_grad():
                 state.images = self.param.render(state.params).detach()
         state.iteration = it + 1
-        record = ctx.record
         return IterationLog(
             iteration=it, loss=loss_value, match_loss=record["match"],
             shape_loss=record["shape"], overlap_loss=float(image_values.get("overlap", 0.0)),
@@ -341,6 +347,35 @@ class Distiller(DistillLoop[DistillState]):
             end=window.end, syn_steps=window.syn_steps, matched_step=int(record["k"]),
             skipped=skipped, seconds=round(time.perf_counter() - t0, 4),
         )  # fmt: skip
+
+    def _draw(self, it: int, generator: torch.Generator) -> Window:
+        return sample_window(
+            it, self.parts.windows, self.store.expert_ids, self.store.epochs, generator
+        )
+
+    def _window(
+        self, state: DistillState, view: Any, window: Window, generator: torch.Generator
+    ) -> WindowResult:
+        """Unroll the student on one expert window; the parts write matching state to `view`."""
+        theta = self.store.load_many(
+            window.expert, [window.start, window.mid, window.end], device=self.device
+        )
+        ctx = MatchContext(state.iteration, *theta, state=view, exclude=self.exclude)
+        ctx.record.update({"match": 0.0, "shape": 0.0, "util": 1.0, "kappa": 0.0})
+        loss, grads = self._match(state, ctx, window.syn_steps, generator)
+        return WindowResult(loss, grads, ctx.record, view)
+
+    def _windows(self, state: DistillState) -> tuple[Window, Merged]:
+        """match.windows_per_iteration windows, this rank's block unrolled here, all of them
+        merged in window order (matching/windows.py); returns window 0 (for the log) too."""
+        it, count = state.iteration, self.cfg.windows_per_iteration
+        gens = [make_generator(derive_seed(self.run.seed, "window", it, w)) for w in range(count)]
+        windows = [self._draw(it, gen) for gen in gens]
+        mine = [
+            self._window(state, state_view(state), windows[w], gens[w])
+            for w in distributed.block(count)
+        ]
+        return windows[0], merge(mine, state, count)
 
     def _render(self, state: DistillState) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """With a parameterisation, images = render(tensors), differentiable in the tensors."""
@@ -439,14 +474,18 @@ class Distiller(DistillLoop[DistillState]):
         if entry.iteration % self.cfg.log_every == 0:
             self.run.on_metric({"stage": "distill", **entry.__dict__})
         done, every = state.iteration, self.cfg.snapshot_every
-        if every and self.run.out_dir is not None and (done % every == 0 or done == 1):
+        writes = self.run.out_dir is not None and distributed.is_main()
+        if every and writes and (done % every == 0 or done == 1):
             save_snapshot(self.run.out_dir, done, state.images, self.hard_labels)
         return {"loss": f"{entry.loss:.4f}", "lr": f"{entry.syn_lr:.2e}",
                 "win": f"{entry.start}-{entry.end}"}  # fmt: skip
 
     def checkpoint_meta(self) -> dict[str, Any]:
+        config = to_dict(self.cfg)
+        if config["windows_per_iteration"] == 1:  # checkpoints from before the option resume
+            del config["windows_per_iteration"]
         meta = {
-            "config": to_dict(self.cfg),
+            "config": config,
             "seed": self.run.seed,
             "spec": to_dict(self.spec),
             "buffer_id": self.store.buffer_id,

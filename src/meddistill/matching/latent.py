@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from meddistill import __version__
+from meddistill import __version__, distributed
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ArtifactError
 from meddistill.locking import folder_lock
@@ -162,6 +162,18 @@ def autoencoder_for(
     key = stable_hash(cfg.identity(dataset.source_id), 8)
     folder = inside(runs_root, Path(runs_root) / "autoencoders" / f"{slug(dataset.name)}-{key}",
                     "autoencoder folder")  # fmt: skip
+    if not distributed.is_main():  # torchrun: rank 0 trains or finds it, the others load it
+        distributed.barrier()
+        return load_autoencoder(folder, dataset)
+    ae = _kept_autoencoder(dataset, cfg, folder, log, progress)
+    distributed.barrier()
+    return ae
+
+
+def _kept_autoencoder(
+    dataset: MedicalDataset, cfg: LatentConfig, folder: Path, log: Any, progress: bool
+) -> Autoencoder:
+    """The autoencoder kept in `folder`, trained and saved there first if it is not."""
     with folder_lock(folder, "autoencoder folder"):
         if (folder / META).is_file():
             log(f"autoencoder: reusing {folder}")

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from tqdm import tqdm
 
+from meddistill import distributed
 from meddistill.augment.dsa import DEFAULT_STRATEGY
 from meddistill.data.synthetic import SyntheticSet
 from meddistill.locking import folder_lock
@@ -145,6 +146,7 @@ class DistillLoop(abc.ABC, Generic[S]):
     def _execute(self, eval_every: int, checkpoint_every: int) -> SyntheticSet:
         state, generator = self.start()
         out, evaluate = self.run.out_dir, self.run.evaluate
+        writes = out is not None and distributed.is_main()  # under torchrun: rank 0 only
         bar = tqdm(
             total=self.total, initial=self.position(state), disable=not self.run.progress,
             desc=f"distill {self.run.method}", unit=self.unit, dynamic_ncols=True,
@@ -156,7 +158,7 @@ class DistillLoop(abc.ABC, Generic[S]):
             if eval_every and evaluate is not None and done % eval_every == 0 and done < self.total:
                 result = evaluate(self.synthetic_set(state), done)
                 self.run.on_metric({"stage": "eval", "iteration": done, **result})
-            if out is not None and (done % checkpoint_every == 0 or done == self.total):
+            if writes and (done % checkpoint_every == 0 or done == self.total):
                 self.save_state(state, generator, out / CHECKPOINT)
         bar.close()
         return self.synthetic_set(state)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from meddistill import distributed
 from meddistill.config import to_dict
 from meddistill.data.dataset import MedicalDataset
 from meddistill.errors import ConfigError
@@ -612,7 +613,12 @@ def evaluate_set(
         for arch in cfg.models
         for k in range(cfg.num_nets)
     ]
-    nets = _trained_nets(inputs, jobs, cfg, progress, shown="acc" if "test" in splits else "val")
+    shown = "acc" if "test" in splits else "val"
+    nets: dict[tuple[str, int], NetResult] = {}
+    for part in distributed.gather_objects(  # under torchrun each rank trains its share
+        _trained_nets(inputs, distributed.share(jobs), cfg, progress, shown)
+    ):
+        nets.update(part)
     archs = {
         arch: ArchReport(
             arch=arch,
