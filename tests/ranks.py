@@ -7,6 +7,7 @@ folder, runs its part and leaves. Rank 0 writes what the test compares (safetens
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from meddistill.experts.generate import generate_buffer
 from meddistill.experts.store import TrajectoryStore
 from meddistill.matching.engine import Distiller
 from meddistill.matching.loop import DistillRun
-from meddistill.methods import hoptm
 from meddistill.methods.registry import get_method
 from meddistill.models import ModelSpec
 from meddistill.training.evaluate import EvalConfig, evaluate_set
@@ -55,25 +55,34 @@ def make_buffer(rank: int, world: int, folder: Path, out: str, num_experts: int)
     generate_buffer(shifted_toy(), buffer_config(num_experts), out, device="cpu", progress=False)
 
 
-def hoptm_config(windows: int, iterations: int = 4) -> Any:
-    return get_method("hoptm").make_config(
+EXTRA = {"hoptm": {"kappa_mode": "quantile"}, "datm": {"growing_start": 2, "growing_end": 2}}
+
+
+def method_config(method: str, windows: int, iterations: int = 4) -> Any:
+    return get_method(method).make_config(
         dict(ipc=2, iterations=iterations, syn_steps=3, expert_epochs=2, max_start=3,
-             checkpoint_every=2, kappa_mode="quantile", windows_per_iteration=windows)
+             checkpoint_every=2, windows_per_iteration=windows, **EXTRA.get(method, {}))
     )  # fmt: skip
 
 
-def distill(buffer: str, windows: int, out: Path | None, iterations: int = 4) -> Any:
+def distill(
+    buffer: str, windows: int, out: Path | None, iterations: int = 4, method: str = "hoptm"
+) -> Any:
     """The synthetic set of `distiller`'s run."""
-    return distiller(buffer, windows, out, iterations).run_all()
+    return distiller(buffer, windows, out, iterations, method).run_all()
 
 
-def distiller(buffer: str, windows: int, out: Path | None, iterations: int = 4) -> Distiller:
-    """A HoP-TM distillation of the toy set with `windows` windows per iteration."""
-    cfg = hoptm_config(windows, iterations)
+def distiller(
+    buffer: str, windows: int, out: Path | None, iterations: int = 4, method: str = "hoptm"
+) -> Distiller:
+    """A distillation of the toy set with `windows` windows per iteration (HoP-TM: kappa and
+    the cumulative mask; DATM: learned soft labels)."""
+    cfg = method_config(method, windows, iterations)
     toy = shifted_toy()
-    run = DistillRun(seed=0, out_dir=out, dsa_strategy=STRATEGY, method="hoptm", progress=False)
-    parts = hoptm.parts(cfg, toy, run)
+    run = DistillRun(seed=0, out_dir=out, dsa_strategy=STRATEGY, method=method, progress=False)
+    module = importlib.import_module(f"meddistill.methods.{method}")
     store = TrajectoryStore(buffer)
+    parts = module.parts(cfg, toy, run)
     return Distiller(cfg, parts, toy, store, TINY_SPEC, device=torch.device("cpu"), run=run)
 
 
@@ -81,8 +90,10 @@ def set_tensors(syn: Any) -> dict[str, torch.Tensor]:
     return {"images": syn.images, "labels": syn.labels, "syn_lr": torch.tensor([syn.syn_lr])}
 
 
-def distill_rank(rank: int, world: int, folder: Path, buffer: str, windows: int, tag: str) -> None:
-    syn = distill(buffer, windows, folder / f"run-{tag}")
+def distill_rank(
+    rank: int, world: int, folder: Path, buffer: str, windows: int, tag: str, method: str
+) -> None:
+    syn = distill(buffer, windows, folder / f"run-{tag}", method=method)
     if rank == 0:
         save_file(set_tensors(syn), str(folder / f"{tag}.safetensors"))
 

@@ -34,10 +34,10 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("windows", [2, 4])
-def test_windows_split_over_two_ranks_give_the_same_set(buffer, tmp_path, windows):
-    one = set_tensors(distill(buffer, windows, tmp_path / "one"))
-    spawn(distill_rank, 2, tmp_path, buffer, windows, "two")
+@pytest.mark.parametrize(("method", "windows"), [("hoptm", 2), ("hoptm", 4), ("datm", 2)])
+def test_windows_split_over_two_ranks_give_the_same_set(buffer, tmp_path, method, windows):
+    one = set_tensors(distill(buffer, windows, tmp_path / "one", method=method))
+    spawn(distill_rank, 2, tmp_path, buffer, windows, "two", method)
     _same(one, load_file(str(tmp_path / "two.safetensors")))
     # rank 0 alone wrote the run folder's checkpoint; no rank wrote anywhere else
     assert (tmp_path / "run-two" / CHECKPOINT).is_file()

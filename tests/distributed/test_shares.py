@@ -36,3 +36,14 @@ def test_torchrun_refuses_a_command_that_runs_in_one_process(monkeypatch, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("meddistill bench: error: `meddistill bench` runs in one process")
     assert "buffer, distill, evaluate" in err and len(err.splitlines()) == 1
+
+
+def test_one_window_keeps_old_run_ids_and_more_windows_change_them():
+    from meddistill.matching.config import match_identity
+
+    base = {"ipc": 1, "lr_img": 100.0}
+    assert match_identity({**base, "windows_per_iteration": 1}) == base
+    assert match_identity({**base, "windows_per_iteration": 2}) == {
+        **base,
+        "windows_per_iteration": 2,
+    }

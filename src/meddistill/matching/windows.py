@@ -66,9 +66,11 @@ def _row(result: WindowResult, device: torch.device) -> torch.Tensor:
         grads.labels.reshape(-1) if grads.labels is not None else empty,
         grads.syn_lr.reshape(1),
         result.loss.detach().reshape(1),
-        torch.tensor([kappa], device=device),
+        torch.tensor([kappa], dtype=torch.float64, device=device),
         view.mask.reshape(-1) if view.mask is not None else empty,
-        torch.tensor([float(result.record[k]) for k in RECORD_KEYS], device=device),
+        torch.tensor(
+            [float(result.record[k]) for k in RECORD_KEYS], dtype=torch.float64, device=device
+        ),
     ]
     return torch.cat([p.to(device, torch.float64) for p in parts])
 
