@@ -103,3 +103,21 @@ def test_distill_on_two_ranks_matches_one_process_and_survives_a_killed_rank(fol
     assert got[0]["archs"]["convnet"]["nets"] == want[0]["archs"]["convnet"]["nets"]
     costs = json.loads((two / "costs.json").read_text())
     assert all(s.get("ranks") == 2 for s in costs["sessions"])
+
+
+def test_evaluate_on_two_ranks_trains_the_networks_one_process_trains(folders):
+    tmp, ds, _ = folders
+    env = _env(tmp)
+    evaluate = ["-m", "meddistill", "evaluate", "--dataset", f"folder:{ds}", "--ipc", "2",
+                "--threads", "1", "--no-progress", "eval.num_nets=3", "eval.epochs=4"]  # fmt: skip
+    one = _run([sys.executable, *evaluate, "--runs-dir", str(tmp / "runs-one")], env, tmp)
+    two = _run([*TORCHRUN, *evaluate, "--runs-dir", str(tmp / "runs-two")], env, tmp)
+    # rank 0 printed the table once (only the wall-time column may differ)
+    assert two.stdout.count("results:") == 1
+    assert len(two.stdout.splitlines()) == len(one.stdout.splitlines())
+    rows = [
+        json.loads(next((tmp / runs).glob("evaluate/*/results.json")).read_text())["rows"]
+        for runs in ("runs-one", "runs-two")
+    ]
+    assert len(rows[1][0]["archs"]["convnet"]["nets"]) == 3  # 2 on rank 0, 1 on rank 1
+    assert rows[0][0]["archs"] == rows[1][0]["archs"]

@@ -56,7 +56,8 @@ def run_evaluate(job: EvaluateJob, runs_root: str | Path, progress: bool = True)
         run.metric(stage="evaluate", **summary(row))
         run.log(f"stage evaluate: {label} ipc {ipc} in {cost.wall_s:.1f} s ({cost.describe()})")
         results = {"dataset": dataset.describe(), "rows": [row], "run_dir": str(run.path)}
-        write_results(run.path, results)
+        if run.writes:  # under torchrun: rank 0
+            write_results(run.path, results)
     return results
 
 
