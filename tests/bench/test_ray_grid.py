@@ -106,6 +106,27 @@ def test_ray_gives_the_rows_of_one_process(ray_local, data, tmp_path, one_thread
     assert sum(line.startswith("[") and "2 networks" in line for line in lines) == 4
 
 
+@pytest.mark.slow
+def test_ray_trains_only_what_a_one_process_run_left(ray_local, data, tmp_path) -> None:
+    one = tiny_grid(data)
+    runs = tmp_path / "runs"
+    run_grid(grid_from_dict(one).subset(methods=["hoptm"]), runs, progress=False, log=None)
+    with ResultsDB(runs / "results.sqlite", create=False) as db:
+        before = {a.id: a for a in db.artifacts()}  # the buffer, hoptm's set, the random subset
+    lines: list[str] = []
+    more = grid_from_dict({**one, "eval_archs": ["convnet", "lenet"]})
+    summary = run_grid_ray(more, runs, log=lines.append, threads=1)
+    assert summary["networks_trained"] == 2 * 2 + 2 * 4  # lenet of the two done, all of the two new
+    assert sum("buffer: reusing" in line for line in lines) == 1  # mtt's, from the database
+    assert not any("training experts" in line for line in lines)
+    made = sorted(line.strip() for line in lines if "distill:" in line)
+    assert made == ["distill: dm ipc 1 seed 0", "distill: mtt ipc 1 seed 0"]  # not hoptm again
+    with ResultsDB(runs / "results.sqlite", create=False) as db:
+        assert db.count("results") == 16 and db.count("artifacts") == 5
+        for art_id, art in before.items():
+            assert db.artifact(art_id) == art  # not written again, not even its `updated`
+
+
 def _crash_once(marker: Path, label: str) -> Any:
     """A hook that kills the worker of `label` once, after its artifact is made."""
 
