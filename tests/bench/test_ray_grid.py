@@ -175,6 +175,23 @@ def test_a_worker_killed_more_often_than_retried_fails_the_grid_after_the_rest(
         assert {r.method for r in db.results()} == {"random"}  # the other cell is recorded
 
 
+def test_a_failed_buffer_fails_its_cells_and_its_error_is_raised(ray_local, data, tmp_path):
+    from meddistill.errors import ConfigError
+
+    def refuse(stage: str, cell: Any) -> None:
+        if stage == "buffer":
+            raise ConfigError("no experts today")
+
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match="no experts today"):  # the cause, not Ray's wrapper
+        run_grid_ray(grid_from_dict(tiny_grid(data)), tmp_path / "runs", log=lines.append,
+                     threads=1, hook=refuse)  # fmt: skip
+    assert sum("not run, its buffer failed" in line for line in lines) == 2  # mtt and hoptm
+    with ResultsDB(tmp_path / "runs" / "results.sqlite", create=False) as db:
+        assert {r.method for r in db.results()} == {"dm", "random"}
+        assert db.count("results") == 4
+
+
 def test_cli_ray_with_filters_and_an_override_after_the_flag(
     ray_local, data, tmp_path, capsys, monkeypatch
 ) -> None:

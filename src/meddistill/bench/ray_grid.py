@@ -262,7 +262,7 @@ class _Driver:
         try:
             out: TaskOutput = ray.get(ref)
         except Exception as exc:  # a task's error, or a worker lost more than max_retries times
-            self.failed(kind, cell, buffer_id, exc)
+            self.failed(cell, buffer_id, exc)
             return
         new = record(out, self.db, self.grid, None if kind == "buffer" else cell)
         if kind == "buffer":
@@ -280,7 +280,8 @@ class _Driver:
                  f"{out.wall_s:.0f} s ({out.where})")  # fmt: skip
         self._log_lines(out)
 
-    def failed(self, kind: str, cell: Cell, buffer_id: str | None, exc: BaseException) -> None:
+    def failed(self, cell: Cell, buffer_id: str | None, exc: BaseException) -> None:
+        """Note a failed task; the cells that wait for a failed buffer fail with it."""
         cause = getattr(exc, "cause", None) or exc
         what = f"buffer {buffer_id[:12]}" if buffer_id else cell.label()
         self.log(f"{what}: failed: {type(cause).__name__}: {cause}")
