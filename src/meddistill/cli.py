@@ -291,6 +291,38 @@ def _bench_parser(sub: Any) -> None:
     bench.add_argument(
         "--methods", nargs="+", metavar="NAME", help="run only these methods of the grid"
     )
+    _ray_arguments(bench)
+
+
+def _ray_arguments(bench: Any) -> None:
+    ray = bench.add_argument_group(
+        "Ray", "run every missing buffer and cell as a Ray task (needs meddistill[cluster]); "
+        "only this process writes the results database"
+    )  # fmt: skip
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on Ray: without ADDRESS a local instance of --ray-cpus CPUs, else the "
+        "cluster at ADDRESS (e.g. auto, ray://head:10001); write --ray=ADDRESS or put --ray "
+        "after the grid's key=value overrides",
+    )
+    ray.add_argument(
+        "--ray-cpus", type=int, metavar="N", help="CPUs of a local instance (default: all cores)"
+    )
+    ray.add_argument(
+        "--ray-cpus-per-cell", type=float, default=1.0, metavar="N",
+        help="CPUs each task reserves (default 1; also its torch threads unless --threads)",
+    )  # fmt: skip
+    ray.add_argument(
+        "--ray-gpus-per-cell", type=float, default=0.0, metavar="N",
+        help="GPUs each task reserves (default 0; fractions share a GPU)",
+    )  # fmt: skip
+    ray.add_argument(
+        "--ray-retries", type=int, default=3, metavar="N",
+        help="retries of a task whose worker died (default 3); it resumes from its checkpoints",
+    )  # fmt: skip
 
 
 def _table_parser(sub: Any) -> None:
@@ -644,7 +676,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from meddistill.bench.run import DB_FILE, run_grid
     from meddistill.bench.spec import load_grid
 
-    grid = load_grid(args.grid, list(args.overrides))
+    overrides = list(args.overrides)
+    if args.ray is not None and "=" in args.ray and "://" not in args.ray:
+        overrides.append(args.ray)  # `--ray key=value`: an override argparse gave to --ray
+        args.ray = ""
+    grid = load_grid(args.grid, overrides)
     if args.datasets or args.methods:
         grid = grid.subset(args.datasets, args.methods)
     db_path = Path(args.db or Path(args.runs_dir) / DB_FILE)
@@ -652,19 +688,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with ResultsDB(db_path, create=not db_path.is_file()) as db:
             print(format_status(cell_status(plan(grid), db)))
         return 0
+    where = {"data_root": args.data_root, "download": args.download, "device": args.device}
     with ResultsDB(db_path) as db:
-        summary = run_grid(
-            grid,
-            args.runs_dir,
-            db,
-            progress=not args.no_progress,
-            log=print,
-            data_root=args.data_root,
-            download=args.download,
-            device=args.device,
-        )
+        if args.ray is not None:
+            summary = _bench_on_ray(args, grid, db, where)
+        else:
+            summary = run_grid(
+                grid, args.runs_dir, db, progress=not args.no_progress, log=print, **where
+            )
     print(json.dumps({k: v for k, v in summary.items() if k != "cells"}, indent=2, default=str))
     return 0
+
+
+def _bench_on_ray(args: argparse.Namespace, grid: Any, db: Any, where: dict[str, Any]) -> Any:
+    """`bench --ray`: the grid's missing buffers and cells as Ray tasks (bench/ray_grid.py)."""
+    from meddistill.bench.ray_grid import run_grid_ray
+
+    return run_grid_ray(
+        grid,
+        args.runs_dir,
+        db,
+        address=args.ray or None,
+        num_cpus=args.ray_cpus,
+        cpus_per_cell=args.ray_cpus_per_cell,
+        gpus_per_cell=args.ray_gpus_per_cell,
+        max_retries=args.ray_retries,
+        threads=args.threads,
+        log=print,
+        **where,
+    )
 
 
 def cmd_table(args: argparse.Namespace) -> int:

@@ -276,6 +276,27 @@ def _second_pass(total: int, ctx: RunContext, tally: _Tally) -> None:
             tally.add(out, ctx)
 
 
+def planned_cells(
+    grid: GridSpec,
+    *,
+    data_root: str | None = None,
+    download: bool = False,
+    device: str | None = None,
+) -> tuple[GridSpec, list[Cell]]:
+    """The grid (on `device` when given) and its cells, reading data from `data_root`: where
+    this machine finds data and computes, never part of an artifact's identity."""
+    if device is not None:
+        grid = dataclasses.replace(grid, device=device)
+    cells = plan(grid)
+    if data_root is not None or download:
+        for cell in cells:
+            if data_root is not None:
+                cell.config["dataset"]["root"] = data_root
+            if download:
+                cell.config["dataset"]["download"] = True
+    return grid, cells
+
+
 def run_grid(
     grid: GridSpec,
     runs_root: str | Path,
@@ -293,15 +314,7 @@ def run_grid(
     are not part of any artifact's identity.
     """
     runs = Path(runs_root)
-    if device is not None:
-        grid = dataclasses.replace(grid, device=device)
-    cells = plan(grid)
-    if data_root is not None or download:
-        for cell in cells:
-            if data_root is not None:
-                cell.config["dataset"]["root"] = data_root
-            if download:
-                cell.config["dataset"]["download"] = True
+    grid, cells = planned_cells(grid, data_root=data_root, download=download, device=device)
     own_db = db is None
     database = db if db is not None else ResultsDB(runs / DB_FILE)
     ctx = RunContext(

@@ -141,6 +141,34 @@ def resolve_distill_config(method: str, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class BufferPlan:
+    """The expert buffer a trajectory cell needs: the job that trains it, what its id hashes
+    (`identity`) and that id (`id`, the buffer's artifact id)."""
+
+    job: BufferJob
+    identity: dict[str, Any]
+    id: str
+
+
+def buffer_plan(cell: Cell) -> BufferPlan | None:
+    """The expert buffer the cell's method matches (None: no experts), so a scheduler can
+    make each distinct buffer once before the cells that share it."""
+    if cell.kind != "synthetic" or _registered(cell.runner).run is not run_distill_method:
+        return None
+    job = from_dict(DistillJob, {**cell.config, "seed": cell.seed})
+    experts = resolve_distill(job).experts
+    if experts is None:
+        return None
+    identity = {
+        "kind": "buffer",
+        "dataset": _dataset_identity(to_dict(job.dataset)),
+        "buffer": buffer_section_identity(to_dict(experts)),
+    }
+    buffer_job = BufferJob(dataset=job.dataset, buffer=experts, device=job.device)
+    return BufferPlan(buffer_job, identity, stable_hash(identity))
+
+
 def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
     """`jobs.run_distill` without its final evaluation; for a trajectory method the expert
     buffer first (made, or reused from the database).
@@ -152,15 +180,9 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
     """
     job = from_dict(DistillJob, {**cell.config, "seed": cell.seed})
     parent = None
-    experts = resolve_distill(job).experts
-    if experts is not None:
-        buffer_job = BufferJob(dataset=job.dataset, buffer=experts, device=job.device)
-        identity = {
-            "kind": "buffer",
-            "dataset": _dataset_identity(to_dict(job.dataset)),
-            "buffer": buffer_section_identity(to_dict(experts)),
-        }
-        parent = stable_hash(identity)
+    buf = buffer_plan(cell)
+    if buf is not None:
+        parent = buf.id
         path = _reusable_buffer(ctx, parent)
         if path is None:
             label = f"{cell.dataset} expert buffer"
@@ -169,7 +191,7 @@ def run_distill_method(cell: Cell, ctx: RunContext) -> Produced:
                     ctx.log(f"  buffer: taking over from {describe(dead)}, no longer running")
                 path = _reusable_buffer(ctx, parent)  # made while this process waited for it
                 if path is None:
-                    path = _make_buffer(cell, ctx, buffer_job, identity, parent)
+                    path = _make_buffer(cell, ctx, buf.job, buf.identity, parent)
         job.buffer = str(Path(path).resolve())
     ctx.log(f"  distill: {cell.method} ipc {cell.ipc} seed {cell.seed}")
     with measure("distill", ctx.device) as stage:
