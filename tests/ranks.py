@@ -31,12 +31,15 @@ STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
 def spawn(fn: Any, world: int, folder: Path, *args: Any) -> None:
-    """Run fn(rank, world, folder, *args) as `world` gloo ranks; fails if any rank fails."""
-    mp.spawn(_rank, args=(fn, world, folder, args), nprocs=world, join=True)
+    """Run fn(rank, world, folder, *args) as `world` gloo ranks; fails if any rank fails.
+    The ranks use this process's torch thread count: CPU results are bit-reproducible only
+    at a fixed count, and the tests compare them with this process's own."""
+    threads = torch.get_num_threads()
+    mp.spawn(_rank, args=(fn, world, folder, args, threads), nprocs=world, join=True)
 
 
-def _rank(rank: int, fn: Any, world: int, folder: Path, args: tuple) -> None:
-    torch.set_num_threads(1)
+def _rank(rank: int, fn: Any, world: int, folder: Path, args: tuple, threads: int) -> None:
+    torch.set_num_threads(threads)
     store = folder / f"store-{world}"
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:

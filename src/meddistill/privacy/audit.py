@@ -22,6 +22,7 @@ from meddistill.methods.coresets import features as embed
 from meddistill.models import ModelSpec
 from meddistill.privacy.attack import AttackStats
 from meddistill.privacy.config import AuditConfig
+from meddistill.privacy.decoder import LR, STEPS, decoder_attack, decoder_of, latent_decoder_path
 from meddistill.privacy.membership import Scored, attack_sample, loss_attack, trained_networks
 from meddistill.privacy.memorisation import SpaceReport, copies_8bit, memorisation
 from meddistill.privacy.pairs import save_pairs
@@ -252,6 +253,22 @@ def full_networks(
     )  # fmt: skip
 
 
+def _decoder(
+    path: Path, data: MedicalDataset, sample: tuple[Scored, Scored], cfg: AuditConfig, seed: int
+) -> tuple[AttackStats, dict[str, Any]]:
+    """The membership attack through a latent set's decoder, on the same targets."""
+    decoder, code_shape, meta = decoder_of(path, data)
+    device = data.train.images.device
+    stats = decoder_attack(
+        decoder.to(device), code_shape, *sample, bootstrap=cfg.bootstrap,
+        seed=derive_seed(seed, "audit-bootstrap", "decoder"),
+    )  # fmt: skip
+    facts = {"source": str(path), "code_shape": list(code_shape), "steps": STEPS, "lr": LR,
+             "train_mse": meta["history"]["train_mse"][-1] if meta["history"]["train_mse"] else None,
+             "held_out_mse": (meta["history"]["held_out_mse"] or [None])[-1]}  # fmt: skip
+    return stats, facts
+
+
 def audit_set(
     syn: SyntheticSet,
     dataset: MedicalDataset,
@@ -269,6 +286,7 @@ def audit_set(
     folder for the shadows' records (an interrupted audit resumes from them)."""
     check_audit(syn, dataset, cfg)
     check_shadows(dataset, cfg, nets.seed, shadows)
+    decoder = latent_decoder_path(syn)  # a latent set's decoder is shared: attacked too
     data, held = dataset.to(device), heldout_split(dataset)
     stages = _Stages(log)
     full = full_networks(data, nets, cfg.full_nets, device, progress)
@@ -283,12 +301,16 @@ def audit_set(
         attacks["lira"], lira = _lira(data, sample, on_set, cfg, nets.seed, shadows, work, log)
         facts["lira"] = {**facts["synthetic"], "shadows": cfg.shadows}
         stages.done(f"LiRA with {cfg.shadows} shadow pipelines done")
+    if decoder is not None:
+        attacks["decoder"], facts["decoder"] = _decoder(decoder, data, sample, cfg, nets.seed)
+        stages.done("decoder attack done")
     info = {"dataset": syn.dataset, "source_id": syn.source_id, "method": syn.meta.get("method"),
             "images": int(syn.images.shape[0]), "ipc": syn.ipc(), "syn_lr": syn.syn_lr}  # fmt: skip
     used = {"audit": to_dict(cfg), "eval": to_dict(nets.attack), "seed": nets.seed,
             "full_train": to_dict(nets.full_train), "model": to_dict(nets.model),
             "subset_lr": nets.subset_lr}  # fmt: skip
-    light = verdict(memo["pixel"], memo["features"], attacks["synthetic"], attacks.get("lira"))
+    light = verdict(memo["pixel"], memo["features"], attacks["synthetic"], attacks.get("lira"),
+                    decoder=attacks.get("decoder"))  # fmt: skip
     return AuditReport(info, held, memo, attacks, facts, light, used, lira)
 
 

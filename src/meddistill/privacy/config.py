@@ -10,9 +10,10 @@ from meddistill.utils import Options
 REFERENCES = ("full", "random")
 
 
-# The verdict's rules (privacy/verdict.py): 2 added A4. Part of a grid audit's id, so audits
-# recorded under other rules are made again rather than read back.
-RULES_VERSION = 2
+# The verdict's rules (privacy/verdict.py): 2 added A4, 3 the attack through a latent set's
+# decoder. Part of a grid audit's id, so audits recorded under other rules are made again
+# rather than read back.
+RULES_VERSION = 3
 
 
 @dataclass

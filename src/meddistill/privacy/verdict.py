@@ -1,7 +1,8 @@
 """The audit's verdict: a traffic light and one paragraph a clinician can read, from fixed
 rules on the memorisation and attack numbers (q is audit.quantile, 1 % by default; "the
-attack" is the loss attack on networks trained on the synthetic set, and LiRA on the same
-networks when the audit ran shadows: R3 and A3 fire when either attack meets them; CI: 95 %
+attack" is the loss attack on networks trained on the synthetic set, LiRA on the same
+networks when the audit ran shadows, and for a latent set the attack through its decoder
+(privacy/decoder.py): R3 and A3 fire when any attack meets them; CI: 95 %
 bootstrap interval; chance flags N * q of N unseen-like images, p is the binomial tail of the
 count).
 
@@ -72,13 +73,18 @@ def _near(report: SpaceReport) -> str:
     )
 
 
-ATTACK_NAMES = {"loss": "a membership test", "lira": "a shadow-model attack (LiRA)"}
+ATTACK_NAMES = {
+    "loss": "a membership test on models trained on it",
+    "lira": "a shadow-model attack (LiRA) on models trained on it",
+    "decoder": "a membership test through the decoder shared with it (the best code for each "
+    "patient)",
+}
 
 
 def _attack(stats: AttackStats, name: str = "loss") -> str:
     lo, hi = stats.auc_ci
     return (
-        f"{ATTACK_NAMES[name]} on models trained on it reaches AUC {stats.auc:.2f} (95 % interval "
+        f"{ATTACK_NAMES[name]} reaches AUC {stats.auc:.2f} (95 % interval "
         f"{lo:.2f}-{hi:.2f}; 0.50 is guessing) and picks out {100 * stats.tpr[FPR]:.1f} % of "
         f"training patients at a {100 * FPR:g} % false-alarm rate"
     )
@@ -162,10 +168,14 @@ def verdict(
     features: SpaceReport,
     attack: AttackStats,
     lira: AttackStats | None = None,
+    *,
+    decoder: AttackStats | None = None,
 ) -> Verdict:
     """The traffic light and paragraph of the rules in this module's docstring (`lira`: the
-    LiRA attack's numbers, when the audit ran shadows)."""
-    attacks = {"loss": attack} if lira is None else {"loss": attack, "lira": lira}
+    LiRA attack's numbers, when the audit ran shadows; `decoder`: the attack through a latent
+    set's decoder)."""
+    extra = {"lira": lira, "decoder": decoder}
+    attacks = {"loss": attack, **{k: v for k, v in extra.items() if v is not None}}
     fired = _checks(pixel, features, attacks)
     copies = 0 if pixel.copies is None else int(pixel.copies.sum())
     numbers = {
@@ -177,15 +187,17 @@ def verdict(
         "attack_tpr_at_1pct_fpr": attack.tpr[FPR], "attack_tpr_ci": list(attack.tpr_ci[FPR]),
         "nonmembers": attack.nonmembers,
     }  # fmt: skip
-    if lira is not None:
-        numbers.update(
-            lira_auc=lira.auc, lira_auc_ci=list(lira.auc_ci),
-            lira_tpr_at_1pct_fpr=lira.tpr[FPR], lira_tpr_ci=list(lira.tpr_ci[FPR]),
-        )  # fmt: skip
+    for name in ("lira", "decoder"):
+        if name in attacks:
+            stats = attacks[name]
+            numbers.update({
+                f"{name}_auc": stats.auc, f"{name}_auc_ci": list(stats.auc_ci),
+                f"{name}_tpr_at_1pct_fpr": stats.tpr[FPR], f"{name}_tpr_ci": list(stats.tpr_ci[FPR]),
+            })  # fmt: skip
     red = [fired[k] for k in fired if k.startswith("R")]
     amber = [fired[k] for k in fired if k.startswith("A")]
     light = "red" if red else "amber" if amber else "green"
-    tested = _attack(attack) + ("" if lira is None else f", and {_attack(lira, 'lira')}")
+    tested = ", and ".join(_attack(stats, name) for name, stats in attacks.items())
     body = "; ".join(red or amber) or f"{_near(pixel)}, and {tested}"
     text = f"{HEADS[light]} {body[0].upper()}{body[1:]}. {CAVEAT}"
     return Verdict(light, text, list(fired), numbers)

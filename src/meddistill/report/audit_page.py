@@ -37,6 +37,7 @@ ATTACKS = {
     "full": "full data (loss attack)",
     "random": "random real subset (loss attack)",
     "random_own": "random subset, its own images as members",
+    "decoder": "the set's decoder (best code per patient)",
 }
 PAIRS = (("pairs.png", "pixel space"), ("pairs_features.png", "feature space"))
 
