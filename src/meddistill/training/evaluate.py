@@ -570,6 +570,17 @@ def _trained_nets(
     return nets
 
 
+def _every_rank_nets(
+    inputs: EvalInputs, jobs: list[NetJob], cfg: EvalConfig, progress: bool, shown: str
+) -> dict[tuple[str, int], NetResult]:
+    """Every job's network; under torchrun each rank trains its share, gathered on all."""
+    nets: dict[tuple[str, int], NetResult] = {}
+    mine = _trained_nets(inputs, distributed.share(jobs), cfg, progress, shown)
+    for part in distributed.gather_objects(mine):
+        nets.update(part)
+    return nets
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -613,12 +624,7 @@ def evaluate_set(
         for arch in cfg.models
         for k in range(cfg.num_nets)
     ]
-    shown = "acc" if "test" in splits else "val"
-    nets: dict[tuple[str, int], NetResult] = {}
-    for part in distributed.gather_objects(  # under torchrun each rank trains its share
-        _trained_nets(inputs, distributed.share(jobs), cfg, progress, shown)
-    ):
-        nets.update(part)
+    nets = _every_rank_nets(inputs, jobs, cfg, progress, "acc" if "test" in splits else "val")
     archs = {
         arch: ArchReport(
             arch=arch,
