@@ -84,8 +84,9 @@ class RunDir:
         self.writes = distributed.is_main()  # under torchrun rank 0 writes the run's files
         if not self.writes:
             self.logger = logging.getLogger("meddistill.run.other-rank")
-            self.logger.addHandler(logging.NullHandler())
-            self.logger.propagate = False
+            # a disabled logger drops every record (no handler accumulates per run folder,
+            # and Python's last-resort handler never prints them on stderr)
+            self.logger.disabled = True
             return
         try:
             with atomic_path(self.path / "config.yaml") as tmp:

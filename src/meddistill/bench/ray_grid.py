@@ -32,7 +32,14 @@ import torch
 
 from meddistill.bench.db import Artifact, AuditRow, Result, ResultsDB
 from meddistill.bench.plan import Cell
-from meddistill.bench.run import DB_FILE, _complete, _produce, planned_cells, run_cell
+from meddistill.bench.run import (
+    DB_FILE,
+    _complete,
+    _produce,
+    planned_cells,
+    run_cell,
+    still_there,
+)
 from meddistill.bench.runners import BufferPlan, RunContext, _make_buffer, buffer_plan
 from meddistill.bench.spec import GridSpec
 from meddistill.data.cache import CACHE_ENV
@@ -187,9 +194,7 @@ def cell_task(cell: Cell, known: Known, spec: WorkerSpec) -> TaskOutput:
 def _made(db: ResultsDB, artifact_id: str) -> Artifact | None:
     """The recorded artifact when its folder is still there (or it has none)."""
     art = db.artifact(artifact_id)
-    if art is not None and (art.path is None or Path(art.path).exists()):
-        return art
-    return None
+    return art if art is not None and still_there(art) else None
 
 
 def _known(cell: Cell, db: ResultsDB, buffer: Artifact | None) -> Known:

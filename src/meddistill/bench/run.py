@@ -78,10 +78,15 @@ def _eval_set(cell: Cell, ctx: RunContext, dataset: MedicalDataset, path: str | 
     return EvalSet(images, labels, cfg.train_config(lr), spec)
 
 
+def still_there(art: Artifact) -> bool:
+    """Whether a recorded artifact can be used: it has no folder, or its folder exists."""
+    return art.path is None or Path(art.path).exists()
+
+
 def _produce(cell: Cell, ctx: RunContext) -> Artifact:
     """The cell's artifact: from the database when it is there (and its folder), else made."""
     known = ctx.db.artifact(cell.artifact_id)
-    if known is not None and (known.path is None or Path(known.path).exists()):
+    if known is not None and still_there(known):
         return known
     if known is not None:
         ctx.log(f"  {known.path} is gone; making it again")

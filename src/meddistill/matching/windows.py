@@ -95,10 +95,12 @@ def merge(results: list[WindowResult], state: DistillState, count: int) -> Merge
     total = rows[0].clone()
     for row in rows[1:]:
         total += row
-    mean = total / count
     sizes = _sizes(first, state)
-    pieces = dict(zip(sizes, mean.split(list(sizes.values())), strict=True))
-    window0 = dict(zip(sizes, rows[0].split(list(sizes.values())), strict=True))
+
+    def named(row: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(sizes, row.split(list(sizes.values())), strict=True))
+
+    pieces, window0 = named(total / count), named(rows[0])
     labels = (
         pieces["labels"].view_as(state.labels).to(state.labels.dtype) if sizes["labels"] else None
     )
@@ -110,7 +112,7 @@ def merge(results: list[WindowResult], state: DistillState, count: int) -> Merge
     if state.kappa_base is None and not math.isnan(float(window0["kappa_base"])):
         state.kappa_base = float(window0["kappa_base"])
     if sizes["mask"]:
-        masks = torch.stack([r.split(list(sizes.values()))[5] for r in rows]) > 0.5
+        masks = torch.stack([named(row)["mask"] for row in rows]) > 0.5
         state.mask = masks.any(dim=0).view_as(first.view.mask)
     record = dict(zip(RECORD_KEYS, window0["record"].tolist(), strict=True))
     record["k"] = int(record["k"])

@@ -263,9 +263,9 @@ def _decoder(
         decoder.to(device), code_shape, *sample, bootstrap=cfg.bootstrap,
         seed=derive_seed(seed, "audit-bootstrap", "decoder"),
     )  # fmt: skip
+    last = {k: (meta["history"][k] or [None])[-1] for k in ("train_mse", "held_out_mse")}
     facts = {"source": str(path), "code_shape": list(code_shape), "steps": STEPS, "lr": LR,
-             "train_mse": meta["history"]["train_mse"][-1] if meta["history"]["train_mse"] else None,
-             "held_out_mse": (meta["history"]["held_out_mse"] or [None])[-1]}  # fmt: skip
+             **last}  # fmt: skip
     return stats, facts
 
 
