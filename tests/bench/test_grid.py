@@ -470,3 +470,23 @@ def test_the_readme_privacy_and_compact_grids_keep_their_ids() -> None:
     assert compact["bloodmnist hoptm ipc1 seed0"] == "432fe1e266eb"
     assert compact["bloodmnist hoptm+dct ipc1 seed0"] == "82bb4840751b"
     assert compact["bloodmnist dm+latent ipc1 seed0"] == "2a083694f7f1"
+
+
+def test_the_readme_busi_results_grid_keeps_its_ids_and_shares_the_compact_cells() -> None:
+    """The README's BUSI rows (configs/bench/results_busi.yaml, recorded at 01563b5) reproduce
+    while their cells keep these ids; its IPC-1 pixel and baseline cells are the compact-busi
+    grid's, so the two tables report the same networks."""
+    repo = Path(__file__).resolve().parents[2]
+    busi = {
+        c.label(): c.artifact_id for c in plan(load_grid(repo / "configs/bench/results_busi.yaml"))
+    }
+    compact = {
+        c.label(): c.artifact_id
+        for c in plan(load_grid(repo / "configs/bench/compact_busi.yaml"))
+    }
+    for shared in ("busi full seed0", "busi random ipc1 seed0", "busi hoptm ipc1 seed0"):
+        assert busi[shared] == compact[shared]
+    assert busi["busi hoptm ipc1 seed0"] == "79822f1add2c"
+    assert busi["busi ptm ipc10 seed0"] == "bd5ee9c3a02c"
+    assert busi["busi datm ipc50 seed0"] == "f3de7f631326"
+    assert len(busi) == 22  # full + 7 rows x IPC 1, 10, 50
