@@ -473,8 +473,8 @@ def test_the_readme_privacy_and_compact_grids_keep_their_ids() -> None:
 
 
 def test_the_readme_busi_results_grid_keeps_its_ids_and_shares_the_compact_cells() -> None:
-    """The README's BUSI rows (configs/bench/results_busi.yaml, recorded at 01563b5) reproduce
-    while their cells keep these ids; its IPC-1 pixel and baseline cells are the compact-busi
+    """The README's BUSI rows (configs/bench/results_busi.yaml, recorded from 01563b5) reproduce
+    while their cells keep these ids; its IPC-1 random, DM and HoP-TM cells are the compact-busi
     grid's, so the two tables report the same networks."""
     repo = Path(__file__).resolve().parents[2]
     busi = {
@@ -484,7 +484,7 @@ def test_the_readme_busi_results_grid_keeps_its_ids_and_shares_the_compact_cells
         c.label(): c.artifact_id
         for c in plan(load_grid(repo / "configs/bench/compact_busi.yaml"))
     }
-    for shared in ("busi full seed0", "busi random ipc1 seed0", "busi hoptm ipc1 seed0"):
+    for shared in ("busi random ipc1 seed0", "busi dm ipc1 seed0", "busi hoptm ipc1 seed0"):
         assert busi[shared] == compact[shared]
     assert busi["busi hoptm ipc1 seed0"] == "79822f1add2c"
     assert busi["busi ptm ipc10 seed0"] == "bd5ee9c3a02c"
