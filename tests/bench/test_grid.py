@@ -481,8 +481,7 @@ def test_the_readme_busi_results_grid_keeps_its_ids_and_shares_the_compact_cells
         c.label(): c.artifact_id for c in plan(load_grid(repo / "configs/bench/results_busi.yaml"))
     }
     compact = {
-        c.label(): c.artifact_id
-        for c in plan(load_grid(repo / "configs/bench/compact_busi.yaml"))
+        c.label(): c.artifact_id for c in plan(load_grid(repo / "configs/bench/compact_busi.yaml"))
     }
     for shared in ("busi random ipc1 seed0", "busi dm ipc1 seed0", "busi hoptm ipc1 seed0"):
         assert busi[shared] == compact[shared]
