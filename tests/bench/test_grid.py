@@ -489,3 +489,23 @@ def test_the_readme_busi_results_grid_keeps_its_ids_and_shares_the_compact_cells
     assert busi["busi ptm ipc10 seed0"] == "bd5ee9c3a02c"
     assert busi["busi datm ipc50 seed0"] == "f3de7f631326"
     assert len(busi) == 22  # full + 7 rows x IPC 1, 10, 50
+
+
+def test_the_readme_expert_recipe_grid_keeps_its_ids_and_its_experts() -> None:
+    """The README's expert-recipe comparison (configs/bench/experts_val.yaml, recorded at cca7c2c)
+    reproduces while its cells keep these ids; each cell matches the lr-0.03 x 15-epoch experts
+    and starts its student at their learning rate."""
+    repo = Path(__file__).resolve().parents[2]
+    cells = plan(load_grid(repo / "configs/bench/experts_val.yaml"))
+    ids = {c.label(): c.artifact_id for c in cells}
+    assert ids["bloodmnist mtt ipc1 seed0"] == "e359cff16ec2"
+    assert ids["bloodmnist datm ipc10 seed0"] == "e92660375997"
+    assert ids["bloodmnist hoptm ipc10 seed0"] == "8e85910fdf40"
+    for cell in cells:
+        experts = cell.config["experts"]
+        assert (experts["epochs"], experts["train"]["epochs"], experts["train"]["lr"]) == (
+            15,
+            15,
+            0.03,
+        )
+        assert cell.config["match"]["syn_lr_init"] == 0.03
