@@ -825,14 +825,25 @@ def _run_command(args: argparse.Namespace) -> int:
         )
     distributed.init_from_environment(getattr(args, "device", None))
     try:
-        if distributed.is_main():
-            return COMMANDS[args.command](args)
-        args.no_progress = True
-        quiet = io.StringIO()  # notes and results are rank 0's to print; errors still show
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            return COMMANDS[args.command](args)
+        code = _run_on_this_rank(args)
+        # leave together: a rank that tears its gloo group down while a peer still talks to it
+        # can abort at exit ("terminate called without an active exception")
+        distributed.barrier()
+        return code
     finally:
         distributed.shutdown()
+
+
+def _run_on_this_rank(args: argparse.Namespace) -> int:
+    """Rank 0 runs the command as one process would; the others quietly compute their share."""
+    from meddistill import distributed
+
+    if distributed.is_main():
+        return COMMANDS[args.command](args)
+    args.no_progress = True
+    quiet = io.StringIO()  # notes and results are rank 0's to print; errors still show
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        return COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
